@@ -1,0 +1,1 @@
+"""Orders, positions and their audit trail arrive with the order-management issue."""

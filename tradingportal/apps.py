@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TradingPortalConfig(AppConfig):
+    name = "tradingportal"
+    verbose_name = "Portal"

@@ -1,0 +1,113 @@
+"""Keeping secrets out of logs, error reports and pages.
+
+The set of secret values is built from settings (Kite key, secret and token, the Django
+secret key, passwords inside DATABASE_URL/REDIS_URL) plus any registered at run time
+(e.g. an access token an operator saved today). Text that leaves the process through a
+log line or an error report is scrubbed of every one of them.
+"""
+
+import html
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.utils.safestring import SafeString, mark_safe
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+
+REDACTED = "********"
+_MIN_SECRET_LENGTH = 4
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
+
+_runtime_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def secret_register(value: str | None) -> None:
+    """Treat ``value`` as a secret from now on (e.g. a token read from the database)."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _runtime_secrets.add(value)
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def secret_values() -> list[str]:
+    """Every secret value known now, longest first (so no secret is half-replaced)."""
+    values: set[str] = set(_runtime_secrets)
+    for name in ("SECRET_KEY", "KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN"):
+        values.add(getattr(settings, name, "") or "")
+    for db in settings.DATABASES.values():
+        values.add(db.get("PASSWORD") or "")
+    values.add(_url_password(getattr(settings, "REDIS_URL", "") or "") or "")
+    values.update(getattr(settings, "EXTRA_SECRET_VALUES", ()))
+    return sorted((v for v in values if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """``text`` with secret values and URL passwords replaced by a fixed mask."""
+    for secret in secret_values() if secrets is None else secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+
+class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's filter, plus: URL passwords, Authorization headers and every known
+    secret value are masked in settings, request data and traceback variables."""
+
+    hidden_settings = re.compile(
+        "API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|AUTHORIZATION|CREDENTIAL", flags=re.I
+    )
+
+    def cleanse_setting(self, key: Any, value: Any) -> Any:
+        cleansed = super().cleanse_setting(key, value)
+        if isinstance(cleansed, str):
+            return redact(cleansed)
+        return cleansed
+
+    def get_traceback_frame_variables(self, request: Any, tb_frame: Any) -> Any:
+        variables = super().get_traceback_frame_variables(request, tb_frame)
+        secrets = secret_values()
+        cleansed: list[tuple[str, Any]] = []
+        for name, value in variables:
+            if isinstance(value, str) and value == self.cleansed_substitute:
+                cleansed.append((name, value))
+                continue
+            try:
+                text = repr(value)
+            except Exception:  # noqa: BLE001 - a broken __repr__ must not break the report
+                text = "<unrepresentable>"
+            safe = redact(text, secrets)
+            cleansed.append((name, value if safe == text else _Redacted(safe)))
+        return cleansed
+
+
+class _Redacted:
+    """Stands in for a traceback variable whose repr held a secret."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+class RedactingExceptionReporter(ExceptionReporter):
+    """Masks secrets in the whole rendered report: the exception message, source lines
+    and anything else the filter cannot see (the last line of defence)."""
+
+    def get_traceback_html(self) -> SafeString:
+        secrets = secret_values()
+        page = redact(str(super().get_traceback_html()), [*secrets, *(html.escape(s) for s in secrets)])
+        return mark_safe(page)  # noqa: S308 - Django rendered it escaped; we only masked substrings
+
+    def get_traceback_text(self) -> SafeString:
+        return mark_safe(redact(str(super().get_traceback_text())))  # noqa: S308
