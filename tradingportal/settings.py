@@ -213,8 +213,9 @@ DEFAULT_EXCEPTION_REPORTER = "tradingportal.security.RedactingExceptionReporter"
 # --- API ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: an anonymous API call gets 401 with a WWW-Authenticate header.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -241,6 +242,22 @@ KITE_ACCESS_TOKEN = env.str("KITE_ACCESS_TOKEN", default="")
 KITE_TICKER_URL = env.str("KITE_TICKER_URL", default="wss://ws.kite.trade")
 KITE_API_URL = env.str("KITE_API_URL", default="https://api.kite.trade")
 KITE_INSTRUMENTS_URL = env.str("KITE_INSTRUMENTS_URL", default="https://api.kite.trade/instruments")
+# Kite's ticker limits: instruments per connection, connections per API key.
+KITE_TICKER_MAX_PER_CONNECTION = env.int("KITE_TICKER_MAX_PER_CONNECTION", default=3000)
+KITE_TICKER_MAX_CONNECTIONS = env.int("KITE_TICKER_MAX_CONNECTIONS", default=3)
+
+# --- instrument master ----------------------------------------------------------------
+UPSTOX_INSTRUMENTS_URL = env.str(
+    "UPSTOX_INSTRUMENTS_URL",
+    default="https://assets.upstox.com/market-quote/instruments/exchange/complete.json.gz",
+)
+# A dump with fewer rows than this fraction of the last good one (same source and scope)
+# is refused unless forced.
+SYNC_SHRINK_RATIO = env.float("SYNC_SHRINK_RATIO", default=0.5)
+# Daily schedule (Asia/Kolkata), HH:MM. Kite publishes the day's dump around 08:30.
+SYNC_DAILY_AT = env.str("SYNC_DAILY_AT", default="08:45")
+SYNC_DAILY_SOURCE = env.str("SYNC_DAILY_SOURCE", default="kite")
+EXPIRED_DEACTIVATE_AT = env.str("EXPIRED_DEACTIVATE_AT", default="08:40")
 
 # --- logging ------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

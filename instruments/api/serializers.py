@@ -1,0 +1,46 @@
+from rest_framework import serializers
+
+from instruments.models import Instrument, Source, SyncRun
+from instruments.presets import FILTER_CHOICES
+
+
+class InstrumentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Instrument
+        fields = (
+            "id", "instrument_token", "exchange_token", "instrument_key", "tradingsymbol", "name", "last_price",
+            "expiry", "strike", "tick_size", "lot_size", "instrument_type", "segment", "exchange", "source",
+            "is_active", "stream_mode", "is_listed", "delisted_at", "first_seen_at", "last_seen_at",
+        )  # fmt: skip
+        read_only_fields = fields
+
+
+class TokensSerializer(serializers.Serializer):
+    tokens = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=10000,
+        help_text="Kite instrument tokens of listed instruments.",
+    )  # fmt: skip
+
+
+class ActivationResultSerializer(serializers.Serializer):
+    changed = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    not_found = serializers.ListField(child=serializers.IntegerField())
+    refused = serializers.ListField(child=serializers.CharField())
+    expired = serializers.ListField(child=serializers.CharField())
+    active_count = serializers.IntegerField()
+    capacity = serializers.IntegerField()
+
+
+class SyncRequestSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=Source.choices, default=Source.KITE)  # type: ignore[assignment]
+    url = serializers.URLField(required=False, allow_blank=True)
+    filter = serializers.ChoiceField(choices=FILTER_CHOICES, required=False, allow_blank=True)
+    dry_run = serializers.BooleanField(default=False)
+    force = serializers.BooleanField(default=False)
+
+
+class SyncRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SyncRun
+        exclude = ("rejects",)

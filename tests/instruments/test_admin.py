@@ -1,0 +1,154 @@
+"""The admin as an operator uses it: a logged-in staff user, through the admin's own views."""
+
+from datetime import date
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+
+from instruments.models import Instrument
+from tests.factories import InstrumentFactory, NiftyOptionFactory
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = "/admin/instruments/instrument/"
+
+
+@pytest.fixture
+def operator(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+def changelist_post(instruments, changes=None):
+    """The POST the changelist's Save button sends, with ``changes`` = {pk: {field: value}}."""
+    data = {
+        "form-TOTAL_FORMS": str(len(instruments)),
+        "form-INITIAL_FORMS": str(len(instruments)),
+        "form-MIN_NUM_FORMS": "0",
+        "form-MAX_NUM_FORMS": "1000",
+        "_save": "Save",
+    }
+    for i, instrument in enumerate(instruments):
+        fields = {"is_active": instrument.is_active, "stream_mode": instrument.stream_mode}
+        fields.update((changes or {}).get(instrument.pk, {}))
+        data[f"form-{i}-id"] = str(instrument.pk)
+        data[f"form-{i}-stream_mode"] = fields["stream_mode"]
+        if fields["is_active"]:
+            data[f"form-{i}-is_active"] = "on"
+    return data
+
+
+def test_changelist_shows_active_count_against_the_limit(operator, django_assert_max_num_queries):
+    InstrumentFactory.create_batch(30)
+    InstrumentFactory(is_active=True)
+    with django_assert_max_num_queries(15):
+        response = operator.get(CHANGELIST)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "<strong>1</strong> of <strong>9000</strong> instruments active" in page
+    assert 'name="form-0-is_active"' in page  # the editable checkbox
+
+
+def test_changelist_query_count_does_not_grow_with_rows(operator, django_assert_max_num_queries):
+    InstrumentFactory.create_batch(5)
+    with django_assert_max_num_queries(15) as few:
+        operator.get(CHANGELIST)
+    InstrumentFactory.create_batch(80)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        operator.get(CHANGELIST)
+
+
+def test_search_and_filters(operator):
+    InstrumentFactory(tradingsymbol="RELIANCE", name="RELIANCE INDUSTRIES")
+    InstrumentFactory(tradingsymbol="TCS", name="TATA CONSULTANCY")
+    NiftyOptionFactory()
+    response = operator.get(CHANGELIST, {"q": "tata"})
+    assert "TCS" in response.content.decode() and "RELIANCE" not in response.content.decode()
+    response = operator.get(CHANGELIST, {"exchange": "NFO", "expiry_state": "upcoming", "listing": "listed"})
+    assert response.status_code == 200
+    assert "NIFTY99DEC" in response.content.decode() and "TCS" not in response.content.decode()
+
+
+def test_tick_is_active_in_the_list_and_save(operator):
+    instruments = InstrumentFactory.create_batch(3)
+    response = operator.post(
+        CHANGELIST, changelist_post(instruments, {instruments[1].pk: {"is_active": True}})
+    )
+    assert response.status_code == 302
+    assert list(Instrument.objects.filter(is_active=True)) == [instruments[1]]
+
+
+@override_settings(KITE_TICKER_MAX_CONNECTIONS=1, KITE_TICKER_MAX_PER_CONNECTION=2)
+def test_list_edit_past_the_limit_is_refused(operator):
+    instruments = InstrumentFactory.create_batch(3)
+    changes = {i.pk: {"is_active": True} for i in instruments}
+    response = operator.post(CHANGELIST, changelist_post(instruments, changes))
+    assert response.status_code == 200
+    assert "would exceed the feed&#x27;s limit of 2" in response.content.decode()
+    assert not Instrument.objects.filter(is_active=True).exists()
+
+
+def test_delisted_cannot_be_activated_from_the_list(operator):
+    gone = InstrumentFactory(is_listed=False)
+    response = operator.post(CHANGELIST, changelist_post([gone], {gone.pk: {"is_active": True}}))
+    assert response.status_code == 200
+    assert "Delisted instruments cannot stream" in response.content.decode()
+    gone.refresh_from_db()
+    assert not gone.is_active
+
+
+def test_actions_activate_and_deactivate(operator):
+    instruments = InstrumentFactory.create_batch(4)
+    ids = [str(i.pk) for i in instruments[:3]]
+    response = operator.post(
+        CHANGELIST, {"action": "activate_selected", "_selected_action": ids}, follow=True
+    )
+    assert "3 instruments activated" in response.content.decode()
+    assert Instrument.objects.filter(is_active=True).count() == 3
+    response = operator.post(
+        CHANGELIST, {"action": "deactivate_selected", "_selected_action": ids[:1]}, follow=True
+    )
+    assert "1 instruments deactivated" in response.content.decode()
+    assert Instrument.objects.filter(is_active=True).count() == 2
+
+
+@override_settings(KITE_TICKER_MAX_CONNECTIONS=1, KITE_TICKER_MAX_PER_CONNECTION=2)
+def test_action_past_the_limit_is_refused_with_a_clear_message(operator):
+    instruments = InstrumentFactory.create_batch(3)
+    ids = [str(i.pk) for i in instruments]
+    response = operator.post(
+        CHANGELIST, {"action": "activate_selected", "_selected_action": ids}, follow=True
+    )
+    assert (
+        "Refused: 3 active instruments would exceed the feed&#x27;s limit of 2" in response.content.decode()
+    )
+    assert not Instrument.objects.filter(is_active=True).exists()
+
+
+def test_activating_an_expired_instrument_warns(operator):
+    old = NiftyOptionFactory(expiry=date(2020, 1, 30))
+    response = operator.post(
+        CHANGELIST, {"action": "activate_selected", "_selected_action": [old.pk]}, follow=True
+    )
+    assert "already expired" in response.content.decode()
+
+
+def test_syncrun_admin_is_read_only_and_can_queue_a_sync(operator):
+    from django_q.brokers import get_broker
+
+    response = operator.get("/admin/instruments/syncrun/")
+    assert response.status_code == 200 and "Start a sync" in response.content.decode()
+    assert operator.get("/admin/instruments/syncrun/add/").status_code == 403
+    broker = get_broker()
+    queued = broker.queue_size()
+    response = operator.post(
+        reverse("admin:instruments_syncrun_start"), {"source": "kite", "filter": ""}, follow=True
+    )
+    assert "Sync queued" in response.content.decode()
+    assert broker.queue_size() == queued + 1
+    broker.purge_queue()
+
+
+def test_non_staff_cannot_reach_the_admin(client, plain_user):
+    client.force_login(plain_user)
+    assert client.get(CHANGELIST).status_code == 302

@@ -1,0 +1,102 @@
+"""The portal's django-q2 schedules, registered idempotently by name.
+
+``schedules_register()`` runs after every ``migrate`` (and from
+``manage.py register_schedules``): it creates missing schedules and corrects changed
+ones, without piling up duplicates. Catch-up is off cluster-wide (settings.Q_CLUSTER),
+so a worker that was down does not replay missed runs on start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+IST = ZoneInfo("Asia/Kolkata")
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    func: str
+    schedule_type: str
+    at: time | None = None  # daily: time of day, Asia/Kolkata
+    minutes: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _daily_time(value: str, setting: str) -> time:
+    try:
+        hours, minutes = (int(part) for part in value.split(":"))
+        return time(hours, minutes)
+    except ValueError:
+        raise ValueError(f"{setting}={value!r} is not a time of day; use HH:MM (Asia/Kolkata)") from None
+
+
+def planned_schedules() -> list[Planned]:
+    from django_q.models import Schedule
+
+    return [
+        Planned(
+            name="instruments: daily sync",
+            func="instruments.tasks.sync_instruments_task",
+            schedule_type=Schedule.DAILY,
+            at=_daily_time(settings.SYNC_DAILY_AT, "SYNC_DAILY_AT"),
+            kwargs={"source": settings.SYNC_DAILY_SOURCE, "triggered_by": "schedule"},
+        ),
+        Planned(
+            name="instruments: deactivate expired",
+            func="instruments.tasks.deactivate_expired_task",
+            schedule_type=Schedule.DAILY,
+            at=_daily_time(settings.EXPIRED_DEACTIVATE_AT, "EXPIRED_DEACTIVATE_AT"),
+        ),
+    ]
+
+
+def _next_daily(at: time, now: datetime) -> datetime:
+    local_now = now.astimezone(IST)
+    candidate = datetime.combine(local_now.date(), at, tzinfo=IST)
+    if candidate <= local_now:
+        candidate += timedelta(days=1)
+    return candidate
+
+
+def schedules_register(*, now: datetime | None = None) -> dict[str, str]:
+    """Create or correct every planned schedule; returns {name: created|updated|unchanged}."""
+    from django_q.models import Schedule
+
+    now = now or timezone.now()
+    outcome: dict[str, str] = {}
+    for plan in planned_schedules():
+        kwargs = repr(plan.kwargs) if plan.kwargs else ""
+        wanted: dict[str, Any] = {
+            "func": plan.func,
+            "schedule_type": plan.schedule_type,
+            "minutes": plan.minutes,
+            "kwargs": kwargs,
+            "repeats": -1,
+        }
+        existing = Schedule.objects.filter(name=plan.name).order_by("id")
+        schedule = existing.first()
+        if schedule is None:
+            next_run = _next_daily(plan.at, now) if plan.at else now
+            Schedule.objects.create(name=plan.name, next_run=next_run, **wanted)
+            outcome[plan.name] = "created"
+            continue
+        existing.exclude(pk=schedule.pk).delete()  # duplicates from older, careless registrations
+        changed = [k for k, v in wanted.items() if getattr(schedule, k) != v]
+        for key in changed:
+            setattr(schedule, key, wanted[key])
+        if plan.at and (schedule.next_run is None or schedule.next_run.astimezone(IST).time() != plan.at):
+            schedule.next_run = _next_daily(plan.at, now)
+            changed.append("next_run")
+        if changed:
+            schedule.save(update_fields=changed)
+        outcome[plan.name] = "updated" if changed else "unchanged"
+    return outcome
