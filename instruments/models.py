@@ -76,13 +76,10 @@ class Instrument(models.Model):
         ]
         indexes = [
             models.Index(fields=["source", "exchange", "tradingsymbol"], name="instruments_contract_idx"),
-            models.Index(fields=["instrument_token"], name="instruments_token_idx"),
             models.Index(fields=["exchange", "segment"], name="instruments_exch_seg_idx"),
-            models.Index(fields=["instrument_type"], name="instruments_type_idx"),
             models.Index(fields=["expiry"], name="instruments_expiry_idx"),
             models.Index(fields=["name"], name="instruments_name_idx"),
             models.Index(fields=["is_active"], condition=Q(is_active=True), name="instruments_active_idx"),
-            models.Index(fields=["is_listed"], name="instruments_listed_idx"),
         ]
 
     def __str__(self) -> str:

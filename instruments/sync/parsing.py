@@ -16,6 +16,8 @@ import csv
 import functools
 import io
 import json
+import operator
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -98,12 +100,24 @@ def parse_int(
     return value
 
 
+_PLAIN_DECIMAL = re.compile(r"-?(\d+)(?:\.(\d*))?")
+_ZERO = Decimal(0)
+
+
 def parse_decimal(
     text: str | int | float | None, name: str, limits: tuple[int, int], *, scale: int = 0
 ) -> Decimal:
     """A decimal within the column's digits; empty means 0. ``scale`` shifts the point left."""
     if text is None or text == "":
-        return Decimal(0)
+        return _ZERO
+    if not scale and text.__class__ is str:
+        # The common case, checked on the text: plain digits within the column's size.
+        plain = _PLAIN_DECIMAL.fullmatch(text)  # type: ignore[arg-type]
+        if plain:
+            max_digits, places = limits
+            fraction = (plain.group(2) or "").rstrip("0")
+            if len(fraction) <= places and len(plain.group(1).lstrip("0")) <= max_digits - places:
+                return Decimal(text)  # type: ignore[arg-type]
     if isinstance(text, bool):
         raise RowError(f"bad {name} {text!r}")
     raw = repr(text) if isinstance(text, float) else str(text).strip()
@@ -149,7 +163,7 @@ def parse_date(text: str | None, name: str = "expiry") -> date | None:
 
 
 def parse_text(text: Any, name: str, *, required: bool = False, upper: bool = False) -> str:
-    value = "" if text is None else str(text).strip()
+    value = text.strip() if text.__class__ is str else ("" if text is None else str(text).strip())
     if upper:
         value = value.upper()
     if required and not value:
@@ -248,44 +262,58 @@ def parse_kite_csv(stream: IO[bytes], rejects: Rejects) -> Iterator[Row]:
         raise BadInput("the input is empty: no header, no rows") from None
     index = _header_index(header, KITE_REQUIRED, KITE_ALIASES, "Kite instrument dump")
     width = len(header)
+    # Columns a dump lacks read as the empty cell appended at position ``width``.
+    cells = operator.itemgetter(*(index.get(name, width) for name in KITE_ALIASES))
     seen: dict[int, int] = {}
     for line, record in rows:
-        if not record or (len(record) == 1 and not record[0].strip()):
-            continue
         if len(record) != width:
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
             rejects.add(line, f"expected {width} fields, got {len(record)}")
             continue
+        record.append("")
+        (
+            token_text,
+            exchange_token,
+            symbol,
+            name,
+            price,
+            expiry,
+            strike,
+            tick,
+            lot,
+            kind,
+            segment,
+            exchange,
+        ) = cells(record)
         try:
-            token = parse_int(_cell(record, index, "instrument_token"), "instrument_token")
-            assert token is not None
-            if token == 0:
+            token = parse_int(token_text, "instrument_token")
+            if not token:
                 raise RowError("bad instrument_token 0")
             row = (
                 line,
                 token,
-                parse_int(_cell(record, index, "exchange_token"), "exchange_token", required=False),
+                parse_int(exchange_token, "exchange_token", required=False),
                 "",
-                parse_text(_cell(record, index, "tradingsymbol"), "tradingsymbol", required=True),
-                parse_text(_cell(record, index, "name"), "name"),
-                parse_decimal(_cell(record, index, "last_price"), "last_price", PRICE),
-                parse_date(_cell(record, index, "expiry")),
-                parse_decimal(_cell(record, index, "strike"), "strike", PRICE),
-                parse_decimal(_cell(record, index, "tick_size"), "tick_size", TICK),
-                parse_int(_cell(record, index, "lot_size") or "0", "lot_size", maximum=MAX_INT32),
-                parse_text(
-                    _cell(record, index, "instrument_type"), "instrument_type", required=True, upper=True
-                ),
-                parse_text(_cell(record, index, "segment"), "segment", required=True, upper=True),
-                parse_text(_cell(record, index, "exchange"), "exchange", required=True, upper=True),
+                parse_text(symbol, "tradingsymbol", required=True),
+                parse_text(name, "name"),
+                parse_decimal(price, "last_price", PRICE),
+                parse_date(expiry),
+                parse_decimal(strike, "strike", PRICE),
+                parse_decimal(tick, "tick_size", TICK),
+                parse_int(lot or "0", "lot_size", maximum=MAX_INT32),
+                parse_text(kind, "instrument_type", required=True, upper=True),
+                parse_text(segment, "segment", required=True, upper=True),
+                parse_text(exchange, "exchange", required=True, upper=True),
             )
         except RowError as exc:
             rejects.add(line, str(exc))
             continue
-        first = seen.get(token)
+        first = seen.get(token)  # type: ignore[arg-type]
         if first is not None:
             rejects.add(line, f"duplicate instrument_token {token} (first on line {first})")
             continue
-        seen[token] = line
+        seen[token] = line  # type: ignore[index]
         yield row
 
 

@@ -112,31 +112,69 @@ def stage(rows: Iterable[Row]) -> int:
         # ON COMMIT DROP does not fire when the sync runs inside an outer transaction.
         cursor.execute(f"DROP TABLE IF EXISTS {STAGING}")
         cursor.execute(_STAGING_DDL[vendor])
-        staged = 0
-        for batch in _batches(rows, BATCH_ROWS):
-            if vendor == "postgresql":
-                buffer = io.StringIO()
-                writer = csv.writer(buffer, lineterminator="\n")
-                for row in batch:
-                    # Empty unquoted fields are NULL in COPY's CSV format.
-                    writer.writerow(["" if v is None else v for v in row])
-                buffer.seek(0)
+        if vendor == "postgresql":
+            # One COPY fed by a stream: PostgreSQL parses while Python reads the next rows.
+            copy_stream = _CopyStream(rows)
+            try:
                 cursor.cursor.copy_expert(
-                    f"COPY {STAGING} ({', '.join(ROW_FIELDS)}) FROM STDIN WITH (FORMAT csv)", buffer
+                    f"COPY {STAGING} ({', '.join(ROW_FIELDS)}) FROM STDIN WITH (FORMAT csv)",
+                    copy_stream,
+                    size=1 << 16,
                 )
-            else:
-                placeholders = ", ".join(["%s"] * len(ROW_FIELDS))
+            except Exception:
+                # psycopg2 reports a failing read() as a cancelled COPY; surface the real cause.
+                if copy_stream.error is not None:
+                    raise copy_stream.error from None
+                raise
+            staged = copy_stream.rows
+        else:
+            staged = 0
+            placeholders = ", ".join(["%s"] * len(ROW_FIELDS))
+            for batch in _batches(rows, BATCH_ROWS):
                 cursor.executemany(
                     f"INSERT INTO {STAGING} ({', '.join(ROW_FIELDS)}) VALUES ({placeholders})",
                     [tuple(_sqlite_value(v) for v in row) for row in batch],
                 )
-            staged += len(batch)
+                staged += len(batch)
         cursor.execute(f"CREATE INDEX {STAGING}_key ON {STAGING} (instrument_token)")
         cursor.execute(f"CREATE INDEX {STAGING}_ukey ON {STAGING} (instrument_key)")
         cursor.execute(f"CREATE INDEX {STAGING}_match ON {STAGING} (match_id)")
         if vendor == "postgresql":
             cursor.execute(f"ANALYZE {STAGING}")
     return staged
+
+
+class _CopyStream:
+    """A file-like view of rows as COPY's CSV; holds one chunk at a time."""
+
+    def __init__(self, rows: Iterable[Row]) -> None:
+        self._rows = iter(rows)
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self.rows = 0
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> str:
+        try:
+            return self._read(size)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _read(self, size: int) -> str:
+        buffer, writer = self._buffer, self._writer
+        buffer.seek(0)
+        buffer.truncate()
+        for row in self._rows:
+            # Empty unquoted fields are NULL in COPY's CSV format.
+            writer.writerow(["" if v is None else v for v in row])
+            self.rows += 1
+            if buffer.tell() >= size > 0:
+                break
+        return buffer.getvalue()
+
+    def readline(self, size: int = -1) -> str:
+        return self.read(size)
 
 
 def _batches(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -193,9 +231,11 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
         cursor.execute(f"SELECT COUNT(*) FROM {STAGING}")
         counts.read = cursor.fetchone()[0]
 
-        # 1. Same key and same contract among listed rows.
+        # 1. Same key and same contract among listed rows; note whether it changed.
+        changed = " OR ".join(f"NOT ({_same('i.' + c, _coalesced(c, STAGING))})" for c in COMPARED)
         cursor.execute(
-            f"""UPDATE {STAGING} SET match_id = i.id, was_listed = TRUE
+            f"""UPDATE {STAGING} SET match_id = i.id, was_listed = TRUE,
+                       changed = CASE WHEN {changed} THEN TRUE ELSE FALSE END
                 FROM instruments i
                 WHERE i.source = %s AND i.is_listed AND i.{key} = {STAGING}.{key}
                   AND {_contract_equal("i", STAGING)}""",
@@ -204,6 +244,7 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
         # 2. Same contract, any listing state, not matched yet; the n-th unmatched row of
         #    a contract in the dump takes the n-th best existing row of that contract.
         partition = ", ".join(CONTRACT)
+        matched_ids = f"SELECT match_id FROM {STAGING} WHERE match_id IS NOT NULL"
         cursor.execute(
             f"""UPDATE {STAGING} SET match_id = m.id, was_listed = m.is_listed
                 FROM (
@@ -220,39 +261,41 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
                                    ORDER BY i.is_listed DESC, i.last_seen_at DESC, i.id DESC
                                ) AS rn
                         FROM instruments i
-                        WHERE i.source = %s AND i.exchange IN ({marks})
-                          AND NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE s.match_id = i.id)
+                        WHERE i.source = %s AND i.exchange IN ({marks}) AND i.id NOT IN ({matched_ids})
                     ) cand ON {_contract_equal("inc", "cand")} AND inc.rn = cand.rn
                 ) m
                 WHERE {STAGING}.line = m.line""",
             [source, *scope],
         )
-
-        # 3. Delist: listed rows in scope that nothing matched, and listed rows anywhere
-        #    whose key the dump gives to another contract.
-        cursor.execute(
-            f"""SELECT COUNT(*), COALESCE(SUM(CASE WHEN i.is_active THEN 1 ELSE 0 END), 0) FROM instruments i
-                WHERE i.source = %s AND i.is_listed
-                  AND (i.exchange IN ({marks}) OR i.{key} IN (SELECT {key} FROM {STAGING}))
-                  AND NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE s.match_id = i.id)""",
-            [source, *scope],
-        )
-        counts.delisted, counts.deactivated = (int(v) for v in cursor.fetchone())
-        cursor.execute(
-            f"""UPDATE instruments SET is_listed = FALSE, is_active = FALSE, delisted_at = %s, updated_at = %s
-                WHERE source = %s AND is_listed
-                  AND (exchange IN ({marks}) OR {key} IN (SELECT {key} FROM {STAGING}))
-                  AND NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE s.match_id = instruments.id)""",
-            [stamp, stamp, source, *scope],
-        )
-
-        # 4. Update matched rows. Mark which changed first: updated (a compared column
-        #    moved), relisted (was delisted), unchanged.
-        changed = " OR ".join(f"NOT ({_same('i.' + c, _coalesced(c, STAGING))})" for c in COMPARED)
         cursor.execute(
             f"""UPDATE {STAGING} SET changed = CASE WHEN {changed} THEN TRUE ELSE FALSE END
-                FROM instruments i WHERE i.id = {STAGING}.match_id""",
+                FROM instruments i WHERE i.id = {STAGING}.match_id AND {STAGING}.changed IS NULL""",
         )
+
+        # 3. Delist: listed rows in scope that nothing matched, then listed rows anywhere
+        #    whose key the dump gives to another contract.
+        for condition, params in (
+            (f"exchange IN ({marks})", scope),
+            (f"{key} IN (SELECT {key} FROM {STAGING})", []),
+        ):
+            where = f"source = %s AND is_listed AND {condition} AND id NOT IN ({matched_ids})"
+            cursor.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) FROM instruments "
+                f"WHERE {where}",
+                [source, *params],
+            )
+            delisted, deactivated = (int(v) for v in cursor.fetchone())
+            counts.delisted += delisted
+            counts.deactivated += deactivated
+            if delisted:
+                cursor.execute(
+                    f"UPDATE instruments SET is_listed = FALSE, is_active = FALSE, delisted_at = %s, updated_at = %s "
+                    f"WHERE {where}",
+                    [stamp, stamp, source, *params],
+                )
+
+        # 4. Update matched rows: updated (a compared column moved), relisted (was
+        #    delisted), unchanged.
         cursor.execute(
             f"""SELECT COALESCE(SUM(CASE WHEN was_listed AND changed THEN 1 ELSE 0 END), 0),
                        COALESCE(SUM(CASE WHEN was_listed THEN 0 ELSE 1 END), 0),
