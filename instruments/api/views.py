@@ -21,7 +21,7 @@ from instruments.api.serializers import (
     SyncRequestSerializer,
     TokensSerializer,
 )
-from instruments.models import Instrument
+from instruments.models import Instrument, Source
 from instruments.selectors import instrument_stats
 from instruments.services import instruments_activate, instruments_deactivate
 from instruments.sync.errors import ActivationLimitExceeded
@@ -79,10 +79,14 @@ class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):
     def get_object(self) -> Instrument:
         token = int(self.kwargs["token"])
         # A token names one listed instrument; if none is listed, the latest that held it.
-        listed = Instrument.objects.filter(instrument_token=token, is_listed=True).first()
-        if listed is not None:
-            return listed
-        return get_object_or_404(Instrument.objects.filter(instrument_token=token).order_by("-delisted_at"))
+        listed = Instrument.objects.filter(
+            source=Source.KITE, instrument_token=token, is_listed=True
+        ).order_by()
+        for instrument in listed[:1]:
+            return instrument
+        return get_object_or_404(
+            Instrument.objects.filter(instrument_token=token).order_by("-delisted_at", "-id")[:1]
+        )
 
     def _switch(self, request: Request, *, activate: bool) -> Response:
         payload = TokensSerializer(data=request.data)
