@@ -1,1 +1,5 @@
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from ingestion.consumers import TicksConsumer
+
+websocket_urlpatterns = [path("ws/ticks/", TicksConsumer.as_asgi())]

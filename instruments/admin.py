@@ -54,6 +54,23 @@ class ListingFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _feed_summary() -> str:
+    from ingestion.service import feed_status
+
+    status = feed_status()
+    if status is None or not status.get("running"):
+        return "not running (start `manage.py run_ingestion` or `make run`)"
+    text = (
+        f"{status['state']} ({status['feed']}), {status['subscribed']} subscribed, "
+        f"{status['ticks_per_second']} ticks/s, {status['reconnects']} reconnects"
+    )
+    if status.get("over_limit"):
+        text += f"; {status['over_limit']} active instruments over the limit are NOT streaming"
+    if status.get("error"):
+        text += f"; last error: {status['error']}"
+    return text
+
+
 class ActivationFormSet(BaseModelFormSet):
     """Checks a changelist save as a whole: delisted rows cannot stream, and the net
     activations must fit the feed (the service checks again under a lock on save)."""
@@ -152,6 +169,7 @@ class InstrumentAdmin(admin.ModelAdmin):
             "feed_active_count": count,
             "feed_capacity": capacity,
             "feed_over_limit": count > capacity,
+            "feed_status": _feed_summary(),
         }
         return super().changelist_view(request, extra_context=extra_context)
 

@@ -66,8 +66,25 @@ def prepare(env: dict[str, str]) -> None:
 def plan(env: dict[str, str]) -> list[Child]:
     host = env.get("HOST", "127.0.0.1")
     port = env.get("PORT", "8000")
+    has_redis = bool(env.get("REDIS_URL"))
+    live_feed = bool(
+        env.get("KITE_API_KEY") and (env.get("KITE_ACCESS_TOKEN") or env.get("KITE_ACCESS_TOKEN_FILE"))
+    )
     web_env = dict(env)
     children: list[Child] = []
+    if has_redis:
+        feed_args = [] if live_feed else ["--simulate"]
+        children.append(Child("ingestion", manage("run_ingestion", *feed_args), dict(env)))
+    else:
+        web_env["INGESTION_IN_PROCESS"] = "1"
+        web_env["INGESTION_SIMULATE"] = "0" if live_feed else "1"
+    feed = (
+        f"Kite at {env.get('KITE_TICKER_URL', 'wss://ws.kite.trade')}"
+        if live_feed
+        else "the built-in simulator"
+    )
+    where = "its own process (REDIS_URL set)" if has_redis else "inside the web process (no REDIS_URL)"
+    say(f"feed: {feed}; ingestion runs in {where}")
     web = [
         sys.executable,
         "-m",

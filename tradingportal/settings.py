@@ -246,6 +246,17 @@ KITE_INSTRUMENTS_URL = env.str("KITE_INSTRUMENTS_URL", default="https://api.kite
 KITE_TICKER_MAX_PER_CONNECTION = env.int("KITE_TICKER_MAX_PER_CONNECTION", default=3000)
 KITE_TICKER_MAX_CONNECTIONS = env.int("KITE_TICKER_MAX_CONNECTIONS", default=3)
 
+KITE_ACCESS_TOKEN_FILE = env.str("KITE_ACCESS_TOKEN_FILE", default="")
+
+# --- live data -------------------------------------------------------------------------
+# One-command mode without Redis runs the feed inside the web process (the in-memory
+# channel layer reaches only its own process); the runner sets these.
+INGESTION_IN_PROCESS = env.bool("INGESTION_IN_PROCESS", default=False)
+INGESTION_SIMULATE = env.bool("INGESTION_SIMULATE", default=False)
+INGESTION_PUBLISH_INTERVAL = env.float("INGESTION_PUBLISH_INTERVAL", default=0.2)
+INGESTION_POLL_SECONDS = env.float("INGESTION_POLL_SECONDS", default=1.0)
+FEED_STALE_SECONDS = env.float("FEED_STALE_SECONDS", default=10.0)
+
 # --- instrument master ----------------------------------------------------------------
 UPSTOX_INSTRUMENTS_URL = env.str(
     "UPSTOX_INSTRUMENTS_URL",
@@ -282,5 +293,6 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.db.backends": {"level": "INFO"},
         "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "websockets": {"level": "WARNING"},
     },
 }

@@ -1,0 +1,247 @@
+"""One connection to Kite's ticker (or anything speaking its protocol), kept alive.
+
+Why not kiteconnect's ``KiteTicker``: it runs Twisted's reactor, which can be started
+once per process and cannot host the asyncio loop that Channels and our publisher live
+on; it rebuilds its URL from the access token it was constructed with, so a reconnect
+after the morning token change would keep failing; and its parser is no faster than the
+``struct`` one in ``protocol.py``. This client is asyncio end to end, reads the
+credentials afresh on every (re)connect, and the URL is configuration.
+
+The connection holds a *desired* subscription ({token: mode}); whenever it changes, only
+the difference is sent (``unsubscribe``, ``subscribe``, ``mode``), and after a reconnect
+everything is subscribed again with the right modes. Reconnects back off exponentially
+with jitter; a rejected handshake (HTTP 401/403: wrong key or expired token) is reported
+as such and retried slowly, never in a tight loop. A socket that goes silent (no tick and
+no heartbeat for ``stale_after`` seconds) is dropped and reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ingestion.feed.protocol import parse_frame
+
+logger = logging.getLogger(__name__)
+
+Credentials = Callable[[], Awaitable[tuple[str, str]]]
+TicksHandler = Callable[[list[dict[str, Any]]], None]
+TextHandler = Callable[[dict[str, Any]], None]
+
+SUBSCRIBE_CHUNK = 1000
+AUTH_RETRY_SECONDS = 60.0
+HEALTHY_SECONDS = 30.0
+
+
+class FeedConnection:
+    def __init__(self, *, index: int, url: str, credentials: Credentials, on_ticks: TicksHandler,
+                 on_text: TextHandler | None = None, stale_after: float = 10.0, min_backoff: float = 1.0,
+                 max_backoff: float = 30.0, auth_retry: float = AUTH_RETRY_SECONDS) -> None:  # fmt: skip
+        self.index = index
+        self.url = url
+        self.credentials = credentials
+        self.on_ticks = on_ticks
+        self.on_text = on_text
+        self.stale_after = stale_after
+        self.min_backoff, self.max_backoff, self.auth_retry = min_backoff, max_backoff, auth_retry
+        self.desired: dict[int, str] = {}
+        self.subscribed: dict[int, str] = {}
+        self.state = "idle"
+        self.error = ""
+        self.reconnects = 0
+        self.connected_at: float | None = None
+        self.last_message_at: float | None = None
+        self.ticks = 0
+        self._changed = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._wake = asyncio.Event()
+
+    # --- what to stream ----------------------------------------------------------------
+
+    def set_desired(self, modes: dict[int, str]) -> None:
+        if modes != self.desired:
+            self.desired = dict(modes)
+            self._changed.set()
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "index": self.index,
+            "state": self.state,
+            "subscribed": len(self.subscribed),
+            "desired": len(self.desired),
+            "reconnects": self.reconnects,
+            "last_message_age": round(now - self.last_message_at, 1) if self.last_message_at else None,
+            "error": self.error,
+        }
+
+    # --- the connection loop ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            delay = 0.0
+            try:
+                api_key, access_token = await self.credentials()
+                if not api_key or not access_token:
+                    raise _AuthProblem("no Kite API key or access token is configured")
+                self.state = "connecting"
+                query = urlencode({"api_key": api_key, "access_token": access_token})
+                separator = "&" if "?" in self.url else "?"
+                async with connect(
+                    f"{self.url}{separator}{query}",
+                    additional_headers={"X-Kite-Version": "3"},
+                    open_timeout=10, ping_interval=None, close_timeout=2, max_size=2**22, max_queue=64,
+                    proxy=None,
+                ) as ws:  # fmt: skip
+                    await self._serve(ws, stop)
+            except _AuthProblem as exc:
+                self._fail("auth_failed", str(exc))
+                delay = self.auth_retry
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    self._fail("auth_failed", f"the ticker refused the API key or access token (HTTP {status}); "
+                               "update KITE_ACCESS_TOKEN (it expires every morning)")  # fmt: skip
+                    delay = self.auth_retry
+                else:
+                    self._fail("disconnected", f"the ticker answered the handshake with HTTP {status}")
+            except _Stale as exc:
+                self._fail("disconnected", str(exc))
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+                self._fail("disconnected", f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                if self.connected_at is not None and time.monotonic() - self.connected_at > HEALTHY_SECONDS:
+                    attempt = 0  # it held for a while: start the backoff over
+                self._ws = None
+                self.subscribed = {}
+                self.connected_at = None
+            if stop.is_set():
+                break
+            self.reconnects += 1
+            if not delay:
+                delay = min(self.max_backoff, self.min_backoff * 2**attempt) * (0.5 + random.random())  # noqa: S311
+                attempt += 1
+            self.state = self.state if self.state == "auth_failed" else "backoff"
+            logger.info("feed connection %s reconnects in %.1fs", self.index, delay)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(stop, self._wake), timeout=delay)
+        self.state = "stopped"
+
+    def wake(self) -> None:
+        """Retry now (e.g. the operator stored a new token)."""
+        self._wake.set()
+
+    def _fail(self, state: str, message: str) -> None:
+        self.state, self.error = state, message
+        log = logger.error if state == "auth_failed" else logger.warning
+        log("feed connection %s: %s", self.index, message)
+
+    async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        self._ws = ws
+        self.state = "connected"
+        self.error = ""
+        self.connected_at = self.last_message_at = time.monotonic()
+        logger.info("feed connection %s connected", self.index)
+        self._changed.set()
+        syncer = asyncio.create_task(self._sync_loop(ws))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                receive = asyncio.create_task(ws.recv())
+                done, _ = await asyncio.wait({receive, stopper, syncer}, timeout=self.stale_after,
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                if receive not in done:
+                    receive.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                        await receive
+                    if stopper in done:
+                        break
+                    if syncer in done:
+                        syncer.result()  # raises what broke the subscription sync
+                    raise _Stale(f"no data or heartbeat for {self.stale_after:.0f}s; reconnecting")
+                message = receive.result()
+                self.last_message_at = time.monotonic()
+                if isinstance(message, bytes):
+                    ticks = parse_frame(message)
+                    if ticks:
+                        self.ticks += len(ticks)
+                        self.on_ticks(ticks)
+                else:
+                    self._on_text(message)
+        finally:
+            for task in (syncer, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await task
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    def _on_text(self, message: str) -> None:
+        try:
+            payload = json.loads(message)
+        except ValueError:
+            logger.warning("feed connection %s: ignored a text frame that is not JSON", self.index)
+            return
+        if isinstance(payload, dict) and payload.get("type") == "error":
+            logger.warning("feed connection %s: ticker error: %s", self.index, payload.get("data"))
+        if self.on_text and isinstance(payload, dict):
+            self.on_text(payload)
+
+    async def _sync_loop(self, ws: ClientConnection) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            await self._send_difference(ws)
+
+    async def _send_difference(self, ws: ClientConnection) -> None:
+        want, have = dict(self.desired), self.subscribed
+        removed = [t for t in have if t not in want]
+        added = [t for t in want if t not in have]
+        by_mode: dict[str, list[int]] = {}
+        for token, mode in want.items():
+            if have.get(token) != mode:
+                by_mode.setdefault(mode, []).append(token)
+        for chunk in _chunks(removed):
+            await ws.send(json.dumps({"a": "unsubscribe", "v": chunk}))
+        for chunk in _chunks(added):
+            await ws.send(json.dumps({"a": "subscribe", "v": chunk}))
+        for mode, tokens in by_mode.items():
+            for chunk in _chunks(tokens):
+                await ws.send(json.dumps({"a": "mode", "v": [mode, chunk]}))
+        self.subscribed = want
+        if removed or added or by_mode:
+            logger.info("feed connection %s: +%s -%s subscribed, %s mode changes, %s total", self.index,
+                        len(added), len(removed), sum(len(t) for t in by_mode.values()), len(want))  # fmt: skip
+
+
+class _Stale(Exception):
+    pass
+
+
+class _AuthProblem(Exception):
+    pass
+
+
+def _chunks(tokens: list[int]) -> list[list[int]]:
+    return [tokens[i : i + SUBSCRIBE_CHUNK] for i in range(0, len(tokens), SUBSCRIBE_CHUNK)]
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

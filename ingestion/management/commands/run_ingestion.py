@@ -1,0 +1,49 @@
+import asyncio
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion.service import ingestion_run
+
+
+class Command(BaseCommand):
+    help = (
+        "Hold the Kite ticker feed: subscribe to exactly the active instruments (following changes while "
+        "running), publish coalesced ticks to the dashboards and the latest tick per instrument to the cache. "
+        "Connects to KITE_TICKER_URL with KITE_API_KEY and KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE); "
+        "--simulate uses the built-in simulator instead. SIGTERM or Ctrl-C stops it cleanly."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--simulate", action="store_true", help="Stream from the built-in Kite simulator."
+        )
+        parser.add_argument(
+            "--simulator-port",
+            type=int,
+            default=0,
+            help="Loopback port for the simulator (default: any free one).",
+        )
+
+    def handle(self, *args, **options):
+        simulate = options["simulate"] or settings.INGESTION_SIMULATE
+        if not simulate and not (
+            settings.KITE_API_KEY and (settings.KITE_ACCESS_TOKEN or settings.KITE_ACCESS_TOKEN_FILE)
+        ):
+            raise CommandError(
+                "No Kite credentials: set KITE_API_KEY and KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE), "
+                "or run with --simulate."
+            )
+        self.stdout.write(
+            f"ingestion: {'built-in simulator' if simulate else settings.KITE_TICKER_URL}; Ctrl-C stops"
+        )
+        asyncio.run(self._run(simulate=simulate, port=options["simulator_port"]))
+        self.stdout.write("ingestion stopped")
+
+    async def _run(self, *, simulate: bool, port: int) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await ingestion_run(stop=stop, simulate=simulate, simulator_port=port)

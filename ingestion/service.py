@@ -1,0 +1,455 @@
+"""The ingestion: follow the active set, hold the feed, publish ticks.
+
+``ingestion_run(stop=...)`` runs until ``stop`` is set:
+
+- reads the active, listed Kite instruments (stable order: id), caps them at the feed's
+  capacity (saying so loudly when the set is larger), spreads them over up to
+  ``KITE_TICKER_MAX_CONNECTIONS`` connections and keeps each connection's subscription
+  equal to its share, in each instrument's ``stream_mode``;
+- follows changes to that set, whoever made them: on PostgreSQL a trigger NOTIFYs
+  ``instruments_active`` (see the migration) and a re-read happens at once; elsewhere,
+  and as a safety net, the set is re-read every ``INGESTION_POLL_SECONDS``;
+- enriches every tick from the instrument metadata (symbol, exchange, segment, lot size),
+  keeps the latest tick per instrument, and every ``INGESTION_PUBLISH_INTERVAL`` seconds
+  writes the changed ones to the cache (``/api/ticks/latest/``) and publishes them to the
+  channel layer group ``ticks`` in batches: never one message per tick;
+- writes a heartbeat (connections, subscribed, ticks/s, last tick age, reconnects) to the
+  cache every second and publishes it to the dashboards;
+- hands order updates from the ticker to the OMS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+from django.db import OperationalError, connection
+from django.utils import timezone
+
+from ingestion.feed.client import FeedConnection
+from ingestion.feed.simulator import KiteSimulator
+from ingestion.sharding import shard
+from tradingportal.security import secret_register
+
+logger = logging.getLogger(__name__)
+
+TICKS_GROUP = "ticks"
+STATUS_KEY = "ingestion:status"
+LATEST_KEY = "ticks:latest:{}"
+STATUS_TTL = 30
+LATEST_TTL = 24 * 3600
+MESSAGE_TICKS = 200
+NOTIFY_CHANNEL = "instruments_active"
+SIMULATOR_CREDENTIALS = ("simulator", "simulator")
+
+
+# --- credentials --------------------------------------------------------------------------
+
+
+def kite_credentials() -> tuple[str, str]:
+    """The API key and today's access token, read afresh on every (re)connect.
+
+    The token comes from ``KITE_ACCESS_TOKEN_FILE`` when set (a file the morning login
+    job rewrites), else from ``KITE_ACCESS_TOKEN``.
+    """
+    token = settings.KITE_ACCESS_TOKEN
+    path = settings.KITE_ACCESS_TOKEN_FILE
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            logger.error("cannot read KITE_ACCESS_TOKEN_FILE: %s", exc.strerror)
+    secret_register(token)
+    return settings.KITE_API_KEY, token
+
+
+def shown_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+# --- database reads (run in one worker thread) ---------------------------------------------
+
+META_FIELDS = ("instrument_token", "stream_mode", "tradingsymbol", "exchange", "segment", "lot_size", "name")
+
+
+def _load_active() -> list[dict[str, Any]]:
+    from instruments.selectors import active_instruments
+
+    try:
+        return list(active_instruments().values(*META_FIELDS))
+    except OperationalError:
+        connection.close()  # a broken connection is replaced on the next read
+        raise
+
+
+def _last_prices(tokens: list[int]) -> dict[int, Decimal]:
+    from instruments.models import Instrument
+
+    rows = Instrument.objects.filter(source="kite", is_listed=True, instrument_token__in=tokens)
+    return {
+        token: price for token, price in rows.values_list("instrument_token", "last_price") if token and price
+    }
+
+
+def _store_latest(ticks: dict[str, dict[str, Any]]) -> None:
+    cache.set_many(ticks, timeout=LATEST_TTL)
+
+
+def _store_status(status: dict[str, Any]) -> None:
+    cache.set(STATUS_KEY, status, timeout=STATUS_TTL)
+
+
+def _order_update(data: dict[str, Any]) -> None:
+    from oms.services import order_update_from_feed
+
+    order_update_from_feed(data=data)
+
+
+# --- shaping ticks ----------------------------------------------------------------------------
+
+
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def present(tick: dict[str, Any], meta: dict[str, Any], *, depth: bool = False) -> dict[str, Any]:
+    """A tick as the dashboard, the API and the OMS read it: enriched, prices as strings."""
+    out: dict[str, Any] = {
+        "instrument_token": tick["instrument_token"],
+        "tradingsymbol": meta.get("tradingsymbol", ""),
+        "exchange": meta.get("exchange", ""),
+        "segment": meta.get("segment", ""),
+        "lot_size": meta.get("lot_size"),
+        "mode": tick["mode"],
+        "last_price": str(tick["last_price"]),
+    }
+    if "change" in tick:
+        out["change"] = str(tick["change"])
+        out["change_percent"] = str(tick["change_percent"])
+    for key in ("volume", "oi", "last_traded_quantity", "exchange_timestamp", "last_trade_time"):
+        if key in tick:
+            out[key] = tick[key]
+    if "ohlc" in tick:
+        out["ohlc"] = {k: str(v) for k, v in tick["ohlc"].items()}
+    if "average_traded_price" in tick:
+        out["average_traded_price"] = str(tick["average_traded_price"])
+    book = tick.get("depth")
+    if book:
+        best_bid, best_ask = book["buy"][0], book["sell"][0]
+        if best_bid["quantity"]:
+            out["bid"], out["bid_quantity"] = str(best_bid["price"]), best_bid["quantity"]
+        if best_ask["quantity"]:
+            out["ask"], out["ask_quantity"] = str(best_ask["price"]), best_ask["quantity"]
+        if depth:
+            out["depth"] = {side: [{k: _text(v) for k, v in level.items()} for level in levels]
+                            for side, levels in book.items()}  # fmt: skip
+    return out
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+class Ingestion:
+    def __init__(self, *, url: str, credentials: Callable[[], tuple[str, str]], feed: str) -> None:
+        self.url = url
+        self._credentials = credentials
+        self.feed = feed
+        self.per_connection = settings.KITE_TICKER_MAX_PER_CONNECTION
+        self.max_connections = settings.KITE_TICKER_MAX_CONNECTIONS
+        self.publish_interval = settings.INGESTION_PUBLISH_INTERVAL
+        self.poll_seconds = settings.INGESTION_POLL_SECONDS
+        self.connections: list[FeedConnection] = []
+        self._tasks: list[asyncio.Task[None] | None] = []
+        self._stops: list[asyncio.Event] = []
+        self.meta: dict[int, dict[str, Any]] = {}
+        self.active_total = 0
+        self.overflow: list[int] = []
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.ticks_total = 0
+        self.last_tick_at: float | None = None
+        self.started_at = timezone.now()
+        self._reload = asyncio.Event()
+        self._layer = get_channel_layer()
+        self._db = sync_to_async(lambda fn, *a: fn(*a), thread_sensitive=True)
+        self._publish_errors = 0
+
+    async def _credentials_async(self) -> tuple[str, str]:
+        return await self._db(self._credentials)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        logger.info("ingestion starting: feed=%s url=%s", self.feed, shown_url(self.url))
+        listener = await self._listen()
+        helpers = [
+            asyncio.create_task(self._follow(stop), name="follow-active-set"),
+            asyncio.create_task(self._publish_loop(stop), name="publish"),
+            asyncio.create_task(self._status_loop(stop), name="status"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for event in self._stops:
+                event.set()
+            tasks = [t for t in self._tasks if t is not None]
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
+            for task in helpers + tasks:
+                task.cancel()
+            for task in helpers + tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if listener is not None:
+                await self._db(listener)
+            await self._flush()
+            await self._db(_store_status, {**self.status(), "state": "stopped"})
+            logger.info("ingestion stopped")
+
+    # --- following the active set --------------------------------------------------------------
+
+    async def _listen(self) -> Callable[[], None] | None:
+        """LISTEN for the trigger's notifications (PostgreSQL); returns a closer."""
+        if connection.vendor != "postgresql":
+            return None
+        try:
+            import psycopg2
+
+            params = await self._db(connection.get_connection_params)
+            listener = psycopg2.connect(**params)
+            listener.autocommit = True
+            with listener.cursor() as cursor:
+                cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except Exception:  # noqa: BLE001 - polling still follows the set
+            logger.exception("LISTEN %s failed; following the active set by polling", NOTIFY_CHANNEL)
+            return None
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                listener.poll()
+            except Exception:  # noqa: BLE001
+                logger.warning("the LISTEN connection broke; following the active set by polling")
+                loop.remove_reader(listener.fileno())
+                return
+            if listener.notifies:
+                listener.notifies.clear()
+                self._reload.set()
+
+        loop.add_reader(listener.fileno(), readable)
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(listener.fileno())
+            listener.close()
+
+        return close
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        interval = self.poll_seconds if connection.vendor != "postgresql" else max(self.poll_seconds, 15.0)
+        while not stop.is_set():
+            try:
+                await self.reload()
+            except Exception:  # noqa: BLE001 - keep streaming what we have
+                logger.exception("could not read the active instruments; keeping the current subscriptions")
+            self._reload.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload.wait(), timeout=interval)
+            await asyncio.sleep(0.05)  # let a burst of notifications settle
+
+    async def reload(self) -> None:
+        rows = await self._db(_load_active)
+        ordered = [(row["instrument_token"], row["stream_mode"]) for row in rows]
+        current = [c.desired for c in self.connections]
+        shards, overflow = shard(ordered, current=current, per_connection=self.per_connection,
+                                 max_connections=self.max_connections)  # fmt: skip
+        if len(overflow) != len(self.overflow):
+            if overflow:
+                logger.error(
+                    "%s active instruments exceed the feed's capacity of %s (%s x %s): streaming the first %s, "
+                    "not %s others. Deactivate some in the admin.", len(ordered), self.capacity,
+                    self.max_connections, self.per_connection, self.capacity, len(overflow),
+                )  # fmt: skip
+            else:
+                logger.info("the active set fits the feed again (%s instruments)", len(ordered))
+        self.active_total, self.overflow = len(ordered), overflow
+        streamed = {t for s in shards for t in s}
+        self.meta = {row["instrument_token"]: row for row in rows if row["instrument_token"] in streamed}
+        for index, modes in enumerate(shards):
+            self._ensure_connection(index).set_desired(modes)
+        for index in range(len(shards), len(self.connections)):
+            self.connections[index].set_desired({})
+            self._stop_connection(index)
+
+    @property
+    def capacity(self) -> int:
+        return self.per_connection * self.max_connections
+
+    def _ensure_connection(self, index: int) -> FeedConnection:
+        while len(self.connections) <= index:
+            self.connections.append(FeedConnection(
+                index=len(self.connections), url=self.url, credentials=self._credentials_async,
+                on_ticks=self._on_ticks, on_text=self._on_text, stale_after=settings.FEED_STALE_SECONDS,
+            ))  # fmt: skip
+            self._tasks.append(None)
+            self._stops.append(asyncio.Event())
+        task = self._tasks[index]
+        if task is None or task.done():
+            self._stops[index] = asyncio.Event()
+            self._tasks[index] = asyncio.create_task(self.connections[index].run(self._stops[index]),
+                                                     name=f"feed-connection-{index}")  # fmt: skip
+        return self.connections[index]
+
+    def _stop_connection(self, index: int) -> None:
+        task = self._tasks[index]
+        if task is not None and not task.done():
+            self._stops[index].set()
+
+    # --- ticks in ---------------------------------------------------------------------------
+
+    def _on_ticks(self, ticks: list[dict[str, Any]]) -> None:
+        pending, meta = self.pending, self.meta
+        for tick in ticks:
+            token = tick["instrument_token"]
+            if token in meta:
+                pending[token] = tick
+        self.ticks_total += len(ticks)
+        self.last_tick_at = time.monotonic()
+
+    def _on_text(self, payload: dict[str, Any]) -> None:
+        if payload.get("type") == "order" and isinstance(payload.get("data"), dict):
+            asyncio.get_running_loop().create_task(self._db(_order_update, payload["data"]))
+
+    # --- ticks out --------------------------------------------------------------------------
+
+    async def _publish_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.publish_interval)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, {}
+        meta = self.meta
+        shaped = [present(tick, meta.get(token, {}), depth=True) for token, tick in batch.items()]
+        try:
+            await self._db(_store_latest, {LATEST_KEY.format(t["instrument_token"]): t for t in shaped})
+        except Exception:  # noqa: BLE001
+            logger.exception("could not store the latest ticks in the cache")
+        for tick in shaped:
+            tick.pop("depth", None)
+        if self._layer is None:
+            return
+        for start in range(0, len(shaped), MESSAGE_TICKS):
+            try:
+                await self._layer.group_send(
+                    TICKS_GROUP, {"type": "ticks.batch", "ticks": shaped[start : start + MESSAGE_TICKS]}
+                )
+                self._publish_errors = 0
+            except Exception:  # noqa: BLE001 - the next batch carries the latest state anyway
+                self._publish_errors += 1
+                if self._publish_errors in (1, 100) or self._publish_errors % 1000 == 0:
+                    logger.exception(
+                        "publishing ticks to the channel layer failed (%s times)", self._publish_errors
+                    )
+
+    # --- health ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        connections = [
+            c.status() for c in self.connections if c.desired or c.state not in ("idle", "stopped")
+        ]
+        states = {c["state"] for c in connections}
+        if not connections:
+            state = "idle"
+        elif states == {"connected"}:
+            state = "connected"
+        elif "auth_failed" in states:
+            state = "auth_failed"
+        elif "connected" in states:
+            state = "degraded"
+        else:
+            state = "disconnected"
+        return {
+            "feed": self.feed,
+            "url": shown_url(self.url),
+            "state": state,
+            "connections": connections,
+            "active": self.active_total,
+            "subscribed": sum(c["subscribed"] for c in connections),
+            "capacity": self.capacity,
+            "over_limit": len(self.overflow),
+            "ticks_per_second": self._rate,
+            "ticks_total": self.ticks_total,
+            "last_tick_age": round(now - self.last_tick_at, 1) if self.last_tick_at else None,
+            "reconnects": sum(c.reconnects for c in self.connections),
+            "error": next((c["error"] for c in connections if c["error"]), ""),
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat(),
+            "updated_at": timezone.now().isoformat(),
+        }
+
+    _rate = 0.0
+
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        last_total, last_at = self.ticks_total, time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            self._rate = round((self.ticks_total - last_total) / max(now - last_at, 1e-6), 1)
+            last_total, last_at = self.ticks_total, now
+            status = self.status()
+            try:
+                await self._db(_store_status, status)
+                if self._layer is not None:
+                    await self._layer.group_send(TICKS_GROUP, {"type": "feed.status", "status": status})
+            except Exception:  # noqa: BLE001
+                logger.warning("could not publish the feed status", exc_info=True)
+
+
+def feed_status() -> dict[str, Any] | None:
+    """The ingestion's last heartbeat, or None if no ingestion has reported recently."""
+    status = cache.get(STATUS_KEY)
+    if not status:
+        return None
+    updated = datetime.fromisoformat(status["updated_at"])
+    status["heartbeat_age"] = round((timezone.now() - updated).total_seconds(), 1)
+    status["running"] = status.get("state") != "stopped" and status["heartbeat_age"] < 10
+    return status
+
+
+async def ingestion_run(
+    *, stop: asyncio.Event, simulate: bool | None = None, simulator_port: int = 0
+) -> None:
+    """Run the ingestion until ``stop``; with ``simulate``, against the built-in simulator."""
+    if simulate is None:
+        simulate = settings.INGESTION_SIMULATE
+    simulator: KiteSimulator | None = None
+    if simulate:
+        simulator = await KiteSimulator(
+            port=simulator_port, api_key=SIMULATOR_CREDENTIALS[0], access_token=SIMULATOR_CREDENTIALS[1],
+            price_lookup=sync_to_async(_last_prices, thread_sensitive=True),
+        ).start()  # fmt: skip
+        service = Ingestion(url=simulator.url, credentials=lambda: SIMULATOR_CREDENTIALS, feed="simulator")
+    else:
+        service = Ingestion(url=settings.KITE_TICKER_URL, credentials=kite_credentials, feed="kite")
+    try:
+        await service.run(stop)
+    finally:
+        if simulator is not None:
+            await simulator.stop()
