@@ -424,7 +424,10 @@ class Ingestion:
 
 def feed_status() -> dict[str, Any] | None:
     """The ingestion's last heartbeat, or None if no ingestion has reported recently."""
-    status = cache.get(STATUS_KEY)
+    try:
+        status = cache.get(STATUS_KEY)
+    except Exception:  # noqa: BLE001 - the cache being down is reported by /healthz itself
+        return None
     if not status:
         return None
     updated = datetime.fromisoformat(status["updated_at"])
