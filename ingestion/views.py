@@ -6,7 +6,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,10 +36,12 @@ class LatestTicksView(APIView):
     """The latest tick of each requested instrument, as the ingestion last stored it."""
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("tokens", str, description="Comma-separated instrument tokens (at most 1000).")
-        ]
-    )
+        parameters=[OpenApiParameter("tokens", str, description="Comma-separated instrument tokens (at most 1000).")],
+        responses={200: inline_serializer("LatestTicks", {
+            "ticks": serializers.DictField(child=serializers.DictField(allow_null=True)),
+            "feed": serializers.DictField(allow_null=True),
+        })},
+    )  # fmt: skip
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("tokens", "")
         try:
