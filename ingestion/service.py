@@ -105,6 +105,14 @@ def _last_prices(tokens: list[int]) -> dict[int, Decimal]:
     }
 
 
+def _close_db() -> None:
+    connection.close()
+
+
+def _connection_params() -> dict[str, Any]:
+    return connection.get_connection_params()
+
+
 def _store_latest(ticks: dict[str, dict[str, Any]]) -> None:
     cache.set_many(ticks, timeout=LATEST_TTL)
 
@@ -216,7 +224,9 @@ class Ingestion:
             if listener is not None:
                 await self._db(listener)
             await self._flush()
-            await self._db(_store_status, {**self.status(), "state": "stopped"})
+            with contextlib.suppress(Exception):
+                await self._db(_store_status, {**self.status(), "state": "stopped"})
+            await self._db(_close_db)  # the worker thread's connection
             logger.info("ingestion stopped")
 
     # --- following the active set --------------------------------------------------------------
@@ -228,7 +238,7 @@ class Ingestion:
         try:
             import psycopg2
 
-            params = await self._db(connection.get_connection_params)
+            params = await self._db(_connection_params)
             listener = psycopg2.connect(**params)
             listener.autocommit = True
             with listener.cursor() as cursor:

@@ -86,6 +86,7 @@ class KiteSimulator:
         self._ticker: asyncio.Task[None] | None = None
         self.connections_total = 0
         self.frames_sent = 0
+        self.received: list[dict[str, Any]] = []  # every client message, for tests and debugging
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -154,6 +155,8 @@ class KiteSimulator:
         try:
             request = json.loads(message)
             action, value = request["a"], request["v"]
+            if len(self.received) < 10_000:
+                self.received.append(request)
         except (ValueError, KeyError, TypeError):
             await client.connection.send(json.dumps({"type": "error", "data": "Invalid message"}))
             return

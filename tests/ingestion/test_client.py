@@ -1,0 +1,145 @@
+"""The feed client against the simulator: a real websocket server on loopback."""
+
+import asyncio
+import time
+
+from websockets.asyncio.server import serve
+
+from ingestion.feed.client import FeedConnection
+from ingestion.feed.simulator import KiteSimulator
+
+NSE, INDEX, CDS = (1 << 8) | 1, 256265, (7 << 8) | 3
+
+
+async def eventually(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {predicate.__doc__ or predicate}")
+
+
+def creds(key="key", token="token"):
+    async def read():
+        return key, token
+
+    return read
+
+
+async def with_connection(simulator, body, *, credentials=None, **options):
+    received = []
+    connection = FeedConnection(index=0, url=simulator.url, credentials=credentials or creds(),
+                                on_ticks=received.extend, min_backoff=0.05, max_backoff=0.2, **options)  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(connection.run(stop))
+    try:
+        await body(connection, received)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await simulator.stop()
+
+
+def test_subscribes_in_each_mode_and_receives_ticks():
+    async def body(connection, received):
+        connection.set_desired({NSE: "full", INDEX: "quote", CDS: "ltp"})
+        await eventually(lambda: simulator.subscribed() == {NSE: "full", INDEX: "quote", CDS: "ltp"})
+        await eventually(lambda: {t["instrument_token"] for t in received} == {NSE, INDEX, CDS})
+        modes = {t["instrument_token"]: t["mode"] for t in received}
+        assert modes == {NSE: "full", INDEX: "quote", CDS: "ltp"}
+        assert connection.state == "connected"
+
+    simulator = KiteSimulator(interval=0.05)
+    asyncio.run(start_and(simulator, lambda: with_connection(simulator, body)))
+
+
+async def start_and(simulator, run):
+    await simulator.start()
+    await run()
+
+
+def test_only_the_difference_is_sent():
+    async def body(connection, received):
+        connection.set_desired({NSE: "quote", INDEX: "quote"})
+        await eventually(lambda: len(simulator.subscribed()) == 2)
+        simulator.received.clear()
+        connection.set_desired({NSE: "full", CDS: "quote"})
+        await eventually(lambda: simulator.subscribed() == {NSE: "full", CDS: "quote"})
+        assert {"a": "unsubscribe", "v": [INDEX]} in simulator.received
+        assert {"a": "subscribe", "v": [CDS]} in simulator.received
+        assert {"a": "mode", "v": ["full", [NSE]]} in simulator.received
+        assert not any(m["a"] == "subscribe" and NSE in m["v"] for m in simulator.received)
+
+    simulator = KiteSimulator(interval=0.05)
+    asyncio.run(start_and(simulator, lambda: with_connection(simulator, body)))
+
+
+def test_reconnects_after_the_server_drops_and_resubscribes_with_modes():
+    async def body(connection, received):
+        connection.set_desired({NSE: "full", INDEX: "ltp"})
+        await eventually(lambda: simulator.subscribed() == {NSE: "full", INDEX: "ltp"})
+        await simulator.drop_all()
+        await eventually(lambda: connection.reconnects >= 1)
+        await eventually(
+            lambda: simulator.subscribed() == {NSE: "full", INDEX: "ltp"} and connection.state == "connected"
+        )
+        count = len(received)
+        await eventually(lambda: len(received) > count)
+        assert simulator.connections_total == 2
+
+    simulator = KiteSimulator(interval=0.05)
+    asyncio.run(start_and(simulator, lambda: with_connection(simulator, body)))
+
+
+def test_a_wrong_token_is_reported_and_does_not_spin():
+    async def body(connection, received):
+        connection.set_desired({NSE: "quote"})
+        await eventually(lambda: connection.state == "auth_failed")
+        assert "access token" in connection.error and "HTTP 403" in connection.error
+        await asyncio.sleep(1.0)
+        assert simulator.connections_total == 0 and connection.reconnects == 1
+
+    simulator = KiteSimulator(api_key="key", access_token="good")
+    asyncio.run(
+        start_and(simulator, lambda: with_connection(simulator, body, credentials=creds(token="expired")))
+    )
+
+
+def test_a_reconnect_reads_the_current_token():
+    current = {"token": "yesterday"}
+
+    async def read():
+        return "key", current["token"]
+
+    async def body(connection, received):
+        connection.set_desired({NSE: "quote"})
+        await eventually(lambda: connection.state == "auth_failed")
+        current["token"] = "today"  # the morning login stored a new token
+        connection.wake()
+        await eventually(lambda: connection.state == "connected" and simulator.subscribed() == {NSE: "quote"})
+
+    simulator = KiteSimulator(api_key="key", access_token="today", interval=0.05)
+    asyncio.run(start_and(simulator, lambda: with_connection(simulator, body, credentials=read)))
+
+
+def test_a_silent_socket_is_dropped_and_reconnected():
+    async def silent(connection):
+        await asyncio.sleep(30)
+
+    async def run():
+        server = await serve(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connection = FeedConnection(index=0, url=f"ws://127.0.0.1:{port}", credentials=creds(), on_ticks=list,
+                                    stale_after=0.3, min_backoff=0.05, max_backoff=0.1)  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(connection.run(stop))
+        try:
+            await eventually(lambda: connection.reconnects >= 2)
+            assert "no data or heartbeat" in connection.error
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            server.close()
+
+    asyncio.run(run())

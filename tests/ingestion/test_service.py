@@ -1,0 +1,159 @@
+"""The ingestion service against the simulator and the real database."""
+
+import asyncio
+import time
+
+import pytest
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import connection
+from django.test import override_settings
+
+from ingestion.feed.simulator import KiteSimulator
+from ingestion.service import LATEST_KEY, TICKS_GROUP, Ingestion, feed_status
+from instruments.models import Instrument
+from tests.conftest import requires_postgres
+from tests.factories import InstrumentFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+FAST = {"INGESTION_PUBLISH_INTERVAL": 0.05, "INGESTION_POLL_SECONDS": 0.3}
+
+
+async def eventually(predicate, timeout=5.0, what=""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out: {what}")
+
+
+async def run_service(body, **simulator_options):
+    simulator = await KiteSimulator(interval=0.05, **simulator_options).start()
+    service = Ingestion(url=simulator.url, credentials=lambda: ("key", "token"), feed="simulator")
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        await body(service, simulator)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await simulator.stop()
+
+
+def tokens_of(**filters):
+    return set(Instrument.objects.filter(**filters).values_list("instrument_token", flat=True))
+
+
+@override_settings(**FAST)
+def test_streams_exactly_the_active_set_in_its_modes_and_publishes_batches():
+    a = InstrumentFactory(is_active=True, stream_mode="full", tradingsymbol="RELIANCE", lot_size=1)
+    b = InstrumentFactory(is_active=True, stream_mode="ltp")
+    InstrumentFactory(is_active=False)
+    layer = get_channel_layer()
+
+    async def body(service, simulator):
+        channel = await layer.new_channel()
+        await layer.group_add(TICKS_GROUP, channel)
+        await eventually(lambda: _async(simulator.subscribed() == {a.instrument_token: "full", b.instrument_token: "ltp"}),
+                         what="subscriptions")  # fmt: skip
+        batch = None
+        while batch is None:
+            message = await asyncio.wait_for(layer.receive(channel), 5)
+            if message["type"] == "ticks.batch":
+                batch = message
+        assert len(batch["ticks"]) <= 2  # coalesced: at most the latest tick per instrument
+        tick = next(t for t in batch["ticks"] if t["instrument_token"] == a.instrument_token) if any(
+            t["instrument_token"] == a.instrument_token for t in batch["ticks"]) else None  # fmt: skip
+        if tick:
+            assert tick["tradingsymbol"] == "RELIANCE" and tick["exchange"] == "NSE" and "bid" in tick
+            assert isinstance(tick["last_price"], str)
+        await eventually(
+            lambda: _async(cache.get(LATEST_KEY.format(a.instrument_token)) is not None), what="cache"
+        )
+        latest = cache.get(LATEST_KEY.format(a.instrument_token))
+        assert latest["mode"] == "full" and latest["depth"]["buy"][0]["price"]
+        await eventually(lambda: _async((feed_status() or {}).get("subscribed") == 2), what="heartbeat")
+        status = feed_status()
+        assert status["state"] == "connected" and status["running"] and status["capacity"] == 9000
+
+    asyncio.run(run_service(body))
+
+
+async def _async(value):
+    return value
+
+
+@override_settings(**FAST)
+def test_follows_admin_style_changes_without_restart():
+    a = InstrumentFactory(is_active=True)
+    b = InstrumentFactory(is_active=False)
+
+    async def body(service, simulator):
+        await eventually(lambda: _async(set(simulator.subscribed()) == {a.instrument_token}), what="initial")
+        started = time.monotonic()
+        await _orm(lambda: Instrument.objects.filter(pk=b.pk).update(is_active=True, stream_mode="full"))
+        await _orm(lambda: Instrument.objects.filter(pk=a.pk).update(is_active=False))
+        await eventually(lambda: _async(simulator.subscribed() == {b.instrument_token: "full"}), timeout=3,
+                         what="follow")  # fmt: skip
+        assert time.monotonic() - started < 2.0
+        assert simulator.connections_total == 1  # no reconnect
+
+    asyncio.run(run_service(body))
+
+
+async def _orm(fn):
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(fn, thread_sensitive=False)()
+
+
+@requires_postgres
+@override_settings(INGESTION_PUBLISH_INTERVAL=0.05, INGESTION_POLL_SECONDS=60)
+def test_follows_a_raw_sql_update_through_listen_notify():
+    a = InstrumentFactory(is_active=False)
+
+    def raw_update():
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE instruments SET is_active = TRUE WHERE id = %s", [a.pk])
+
+    async def body(service, simulator):
+        await asyncio.sleep(0.5)  # the first read is done, the next poll is a minute away
+        assert simulator.subscribed() == {}
+        started = time.monotonic()
+        await _orm(raw_update)
+        await eventually(lambda: _async(set(simulator.subscribed()) == {a.instrument_token}), timeout=3,
+                         what="notify")  # fmt: skip
+        assert time.monotonic() - started < 2.0
+
+    asyncio.run(run_service(body))
+
+
+@override_settings(KITE_TICKER_MAX_PER_CONNECTION=2, KITE_TICKER_MAX_CONNECTIONS=2, **FAST)
+def test_spreads_over_connections_and_says_when_the_set_is_too_big(caplog):
+    instruments = InstrumentFactory.create_batch(5, is_active=True)
+
+    async def body(service, simulator):
+        await eventually(lambda: _async(simulator.client_count == 2 and len(simulator.subscribed()) == 4),
+                         what="two connections")  # fmt: skip
+        assert service.overflow == [instruments[4].instrument_token]  # the last in stable (id) order
+        await eventually(lambda: _async((feed_status() or {}).get("over_limit") == 1), what="status")
+
+    asyncio.run(run_service(body))
+    assert "exceed the feed's capacity of 4" in caplog.text
+
+
+@override_settings(**FAST)
+def test_order_updates_reach_the_oms_hook(monkeypatch):
+    calls = []
+    monkeypatch.setattr("oms.services.order_update_from_feed", lambda *, data: calls.append(data))
+    InstrumentFactory(is_active=True)
+
+    async def body(service, simulator):
+        await eventually(lambda: _async(simulator.client_count == 1), what="connected")
+        await asyncio.sleep(0.2)
+        await simulator.send_order_update({"order_id": "220303000308932", "status": "COMPLETE"})
+        await eventually(lambda: _async(bool(calls)), what="hook")
+
+    asyncio.run(run_service(body))
+    assert calls == [{"order_id": "220303000308932", "status": "COMPLETE"}]
