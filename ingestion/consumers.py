@@ -8,7 +8,9 @@ Client messages (JSON): ``{"action": "subscribe", "tokens": [256265, ...]}`` nar
 the stream to those instruments; ``{"action": "subscribe", "watchlist": "nifty"}`` to a
 preset's active instruments; ``{"action": "subscribe", "tokens": null}`` widens it to
 everything again. Server messages: ``{"type": "ticks", "ticks": [...]}`` and
-``{"type": "status", "status": {...}}`` (the feed's heartbeat).
+``{"type": "status", "status": {...}}`` (the feed's heartbeat), and
+``{"type": "subscribed", "tokens": [...] | null}`` acknowledging a selection: ticks after
+it honour the new selection.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class TicksConsumer(AsyncWebsocketConsumer):
                 return
             self.tokens = set(raw)
         self.pending.clear()
+        # Acknowledge first: every tick after this message honours the new selection.
+        shown = sorted(self.tokens) if self.tokens is not None else None
+        await self.send(text_data=json.dumps({"type": "subscribed", "tokens": shown}))
         await self._queue_snapshot()
 
     async def _error(self, message: str) -> None:

@@ -85,3 +85,70 @@ def running(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[su
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+
+
+def test_database_url() -> str:
+    """The database the running tests use, as a DATABASE_URL for child processes."""
+    from django.db import connection
+
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    from urllib.parse import quote
+
+    auth = quote(settings["USER"] or "")
+    if settings.get("PASSWORD"):
+        auth += ":" + quote(settings["PASSWORD"])
+    return (
+        f"postgres://{auth}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
+
+
+def portal_env(*, redis: bool, **extra: str) -> dict[str, str]:
+    """Environment for real portal processes on the test database (production-like settings)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DEBUG", "INGESTION_IN_PROCESS")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tradingportal.settings",
+        SECRET_KEY="e2e-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789",
+        HTTPS="0",
+        DATABASE_URL=test_database_url(),
+        PYTHONUNBUFFERED="1",
+        LOG_FORMAT="text",
+        CACHE_KEY_PREFIX=f"e2e{os.getpid()}",
+        CHANNEL_LAYER_PREFIX=f"e2e{os.getpid()}",
+        INGESTION_PUBLISH_INTERVAL="0.1",
+        INGESTION_POLL_SECONDS="0.5",
+    )
+    if redis and os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    env.update(extra)
+    return env
+
+
+def uvicorn_argv(port: int, *, workers: int = 1) -> list[str]:
+    argv = [sys.executable, "-m", "uvicorn", "tradingportal.asgi:application", "--host", "127.0.0.1",
+            "--port", str(port), "--lifespan", "on", "--no-access-log"]  # fmt: skip
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return argv
+
+
+def login_cookie(port: int, username: str, password: str) -> str:
+    """Log in through the login page as a browser does; returns the Cookie header."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login = f"http://127.0.0.1:{port}/accounts/login/"
+    page = opener.open(login, timeout=10).read().decode()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert csrf, "no CSRF token on the login page"
+    data = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": csrf.group(1), "next": "/"}
+    ).encode()
+    response = opener.open(urllib.request.Request(login, data=data, headers={"Referer": login}), timeout=10)
+    assert not response.geturl().endswith("/accounts/login/"), "login failed"
+    return "; ".join(f"{c.name}={c.value}" for c in jar)

@@ -47,10 +47,14 @@ def test_runner_serves_the_portal_and_stops_cleanly_on_ctrl_c(tmp_path):
 
         body = wait_for(healthy, timeout=90, interval=0.5, what="the portal to answer /healthz")
         assert body["ok"] is True
+        # No REDIS_URL and no Kite credentials: the simulated feed runs inside the web process.
+        feed = wait_for(lambda: healthy()["ingestion"].get("running") and healthy()["ingestion"], timeout=30,
+                        what="the feed's heartbeat")  # fmt: skip
+        assert feed["feed"] == "simulator"
         with urllib.request.urlopen(f"http://localhost:{port}/admin/login/", timeout=5) as response:
             assert "Kite Trading Desk" in response.read().decode()
         children = psutil.Process(runner.pid).children(recursive=True)
-        assert len(children) >= 2  # web and worker
+        assert len(children) >= 2  # web (with the feed) and worker
         output = log_path.read_text()
         assert f"http://127.0.0.1:{port}/" in output
         assert "Created admin user 'desk'" in output

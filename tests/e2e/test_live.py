@@ -1,0 +1,145 @@
+"""Live data end to end: real processes (uvicorn, run_ingestion, the simulator) and a
+websocket client that logs in like a browser."""
+
+import asyncio
+import json
+import time
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import requires_redis
+from tests.helpers import (
+    BASE_DIR,
+    free_port,
+    login_cookie,
+    port_open,
+    portal_env,
+    running,
+    uvicorn_argv,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+REQUIRED = {"instrument_token", "tradingsymbol", "exchange", "last_price", "change", "change_percent"}
+
+
+def ticks_until(port: int, cookie: str, predicate, *, subscribe=None, timeout: float = 20.0) -> dict:
+    """Collect ticks from /ws/ticks/ (latest per token) until ``predicate(latest)`` holds."""
+
+    async def run():
+        latest: dict = {}
+        async with connect(f"ws://127.0.0.1:{port}/ws/ticks/", additional_headers={"Cookie": cookie},
+                           origin=f"http://127.0.0.1:{port}", open_timeout=10) as ws:  # fmt: skip
+            acknowledged = subscribe is None
+            if subscribe is not None:
+                await ws.send(json.dumps({"action": "subscribe", **subscribe}))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=deadline - time.monotonic()))
+                if message["type"] == "subscribed":
+                    acknowledged = True
+                if message["type"] == "ticks" and acknowledged:
+                    for tick in message["ticks"]:
+                        latest[tick["instrument_token"]] = tick
+                    if predicate(latest):
+                        return latest
+        raise AssertionError(f"condition not met; got ticks for {sorted(latest)}")
+
+    return asyncio.run(run())
+
+
+def refused(port: int, **headers) -> int:
+    async def run():
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/ws/ticks/", open_timeout=10, **headers):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    return asyncio.run(run())
+
+
+def test_embedded_arrangement_web_runs_the_feed(desk, tmp_path):
+    """No REDIS_URL: the in-memory channel layer, so the feed runs inside the web process."""
+    _, nifty, reliance, idle = desk
+    port = free_port()
+    env = portal_env(redis=False, INGESTION_IN_PROCESS="1", INGESTION_SIMULATE="1")
+    with running(uvicorn_argv(port), env, tmp_path / "web.log"):
+        wait_for(lambda: port_open(port), timeout=30, what="uvicorn")
+        cookie = login_cookie(port, "desk", "desk-pass-123")
+
+        # Authenticated users only, and only from our own origin.
+        assert refused(port, origin=f"http://127.0.0.1:{port}") == 403
+        assert refused(port, origin="http://evil.example", additional_headers={"Cookie": cookie}) == 403
+
+        latest = ticks_until(
+            port, cookie, lambda t: {nifty.instrument_token, reliance.instrument_token} <= set(t)
+        )
+        assert idle.instrument_token not in latest
+        tick = latest[reliance.instrument_token]
+        assert set(tick) >= REQUIRED
+        assert tick["tradingsymbol"] == "RELIANCE" and tick["exchange"] == "NSE"
+        assert {"volume", "oi", "bid", "bid_quantity", "ask", "ask_quantity", "exchange_timestamp"} <= set(
+            tick
+        )
+        assert isinstance(tick["last_price"], str)
+
+        # Narrowed to one token, only that token arrives.
+        narrowed = ticks_until(
+            port, cookie, lambda t: len(t) >= 1, subscribe={"tokens": [nifty.instrument_token]}
+        )
+        assert set(narrowed) == {nifty.instrument_token}
+
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/ticks/latest/?tokens=738561,1",
+                                         headers={"Cookie": cookie})  # fmt: skip
+        body = json.load(urllib.request.urlopen(request, timeout=10))
+        assert body["ticks"]["738561"]["tradingsymbol"] == "RELIANCE" and body["ticks"]["1"] is None
+        health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10))
+        assert health["ingestion"]["running"] and health["ingestion"]["feed"] == "simulator"
+
+
+@requires_redis
+def test_redis_arrangement_separate_ingestion_and_two_web_workers(desk, tmp_path):
+    """REDIS_URL: simulator, run_ingestion and uvicorn (2 workers) as separate processes."""
+    user, nifty, reliance, idle = desk
+    sim_port, web_port = free_port(), free_port()
+    env = portal_env(redis=True)
+    simulator = [*manage_argv("run_simulator", "--port", str(sim_port), "--api-key", "e2e-key",
+                              "--access-token", "e2e-token", "--interval", "0.2")]  # fmt: skip
+    feed_env = {**env, "KITE_TICKER_URL": f"ws://127.0.0.1:{sim_port}", "KITE_API_KEY": "e2e-key",
+                "KITE_ACCESS_TOKEN": "e2e-token"}  # fmt: skip
+    with (
+        running(simulator, env, tmp_path / "simulator.log"),
+        running(manage_argv("run_ingestion"), feed_env, tmp_path / "ingestion.log"),
+        running(uvicorn_argv(web_port, workers=2), env, tmp_path / "web.log"),
+    ):
+        wait_for(lambda: port_open(web_port) and port_open(sim_port), timeout=30, what="processes")
+        cookie = login_cookie(web_port, "desk", "desk-pass-123")
+        latest = ticks_until(
+            web_port, cookie, lambda t: {nifty.instrument_token, reliance.instrument_token} <= set(t)
+        )
+        assert set(latest[nifty.instrument_token]) >= REQUIRED
+
+        # An operator switches SBIN on through the API: it streams within seconds, no restart.
+        from rest_framework.authtoken.models import Token
+
+        token = Token.objects.create(user=user)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/api/instruments/activate/", method="POST",
+            data=json.dumps({"tokens": [idle.instrument_token]}).encode(),
+            headers={"Authorization": f"Token {token.key}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        assert json.load(urllib.request.urlopen(request, timeout=10))["changed"] == 1
+        started = time.monotonic()
+        ticks_until(web_port, cookie, lambda t: idle.instrument_token in t, timeout=15)
+        assert time.monotonic() - started < 10
+    assert "Traceback" not in (tmp_path / "ingestion.log").read_text()
+
+
+def manage_argv(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, str(BASE_DIR / "manage.py"), *args]
