@@ -37,7 +37,7 @@ def _snapshot(tokens: list[int] | None) -> list[dict[str, Any]]:
 
     wanted = tokens if tokens is not None else active_instrument_tokens()
     found = cache.get_many([LATEST_KEY.format(t) for t in wanted])
-    return [{k: v for k, v in tick.items() if k != "depth"} for tick in found.values()]
+    return list(found.values())
 
 
 def _watchlist_tokens(name: str) -> list[int] | None:

@@ -46,7 +46,8 @@ HEALTHY_SECONDS = 30.0
 class FeedConnection:
     def __init__(self, *, index: int, url: str, credentials: Credentials, on_ticks: TicksHandler,
                  on_text: TextHandler | None = None, stale_after: float = 10.0, min_backoff: float = 1.0,
-                 max_backoff: float = 30.0, auth_retry: float = AUTH_RETRY_SECONDS) -> None:  # fmt: skip
+                 max_backoff: float = 30.0, auth_retry: float = AUTH_RETRY_SECONDS,
+                 depth_levels: int = 5) -> None:  # fmt: skip
         self.index = index
         self.url = url
         self.credentials = credentials
@@ -54,6 +55,7 @@ class FeedConnection:
         self.on_text = on_text
         self.stale_after = stale_after
         self.min_backoff, self.max_backoff, self.auth_retry = min_backoff, max_backoff, auth_retry
+        self.depth_levels = depth_levels
         self.desired: dict[int, str] = {}
         self.subscribed: dict[int, str] = {}
         self.state = "idle"
@@ -174,7 +176,7 @@ class FeedConnection:
                 message = receive.result()
                 self.last_message_at = time.monotonic()
                 if isinstance(message, bytes):
-                    ticks = parse_frame(message)
+                    ticks = parse_frame(message, self.depth_levels)
                     if ticks:
                         self.ticks += len(ticks)
                         self.on_ticks(ticks)

@@ -38,7 +38,7 @@ _INDEX_FULL = struct.Struct(">IiiiiiiI")  # + exchange timestamp
 _QUOTE = struct.Struct(">IiIiIIIiiii")  # token, last, last qty, avg, volume, buy qty, sell qty, o, h, l, c
 _FULL_TAIL = struct.Struct(">IIIII")  # last trade time, oi, oi day high, oi day low, exchange timestamp
 _DEPTH = struct.Struct(">IiH2x")  # quantity, price, orders, padding
-_DEPTH_ALL = struct.Struct(">" + "IiH2x" * 10)
+_DEPTH_ALL = struct.Struct(">" + "IiH2x" * 10)  # building only
 
 _SCALES = {places: Decimal(1).scaleb(-places) for places in (2, 4, 7)}
 
@@ -71,8 +71,12 @@ def _change(last: Decimal, close: Decimal) -> tuple[Decimal, Decimal]:
     return absolute, percent if percent else _CENT_ZERO
 
 
-def parse_packet(packet: bytes) -> dict[str, Any] | None:
-    """One packet as a tick dict, or None if its length is not one Kite sends."""
+def parse_packet(packet: bytes, depth_levels: int = 5) -> dict[str, Any] | None:
+    """One packet as a tick dict, or None if its length is not one Kite sends.
+
+    ``depth_levels`` (1-5) limits how much of a full packet's market depth is decoded:
+    the hot path takes the best bid and ask only.
+    """
     length = len(packet)
     token = int.from_bytes(packet[0:4], "big") if length >= 4 else 0
     segment = token & 0xFF
@@ -114,20 +118,22 @@ def parse_packet(packet: bytes) -> dict[str, Any] | None:
         }  # fmt: skip
         if length == FULL:
             trade_time, oi, oi_high, oi_low, stamp = _FULL_TAIL.unpack_from(packet, 44)
-            depth = _DEPTH_ALL.unpack_from(packet, 64)
-            levels = [
-                {"quantity": depth[i], "price": _price(depth[i + 1], places), "orders": depth[i + 2]}
-                for i in range(0, 30, 3)
-            ]
+            book = {}
+            for side, start in (("buy", 64), ("sell", 124)):
+                levels = []
+                for level in range(depth_levels):
+                    quantity, price, orders = _DEPTH.unpack_from(packet, start + level * 12)
+                    levels.append({"quantity": quantity, "price": _price(price, places), "orders": orders})
+                book[side] = levels
             tick.update(
                 mode="full", last_trade_time=_timestamp(trade_time), oi=oi, oi_day_high=oi_high, oi_day_low=oi_low,
-                exchange_timestamp=_timestamp(stamp), depth={"buy": levels[:5], "sell": levels[5:]},
+                exchange_timestamp=_timestamp(stamp), depth=book,
             )  # fmt: skip
         return tick
     return None
 
 
-def parse_frame(frame: bytes) -> list[dict[str, Any]]:
+def parse_frame(frame: bytes, depth_levels: int = 5) -> list[dict[str, Any]]:
     """Every well-formed packet of a binary frame. A heartbeat gives nothing; a malformed
     frame or packet is logged and skipped, never raised."""
     size = len(frame)
@@ -148,7 +154,7 @@ def parse_frame(frame: bytes) -> list[dict[str, Any]]:
             logger.warning("truncated packet: %s of %s bytes", len(packet), length)
             break
         try:
-            tick = parse_packet(packet)
+            tick = parse_packet(packet, depth_levels)
         except struct.error:  # pragma: no cover - lengths are checked above
             tick = None
         if tick is None:
@@ -174,26 +180,43 @@ def build_packet(mode: str, token: int, *, last: Decimal, close: Decimal | None 
     """The packet Kite sends for ``token`` in ``mode`` (index tokens get index packets)."""
     places = PRICE_PLACES.get(token & 0xFF, DEFAULT_PLACES)
     close = last if close is None else close
-    prices = [_scaled(p if p is not None else last, places) for p in (last, high, low, open_, close)]
+    flat: list[int] = []
+    for quantity, price, orders in (depth or [])[:10]:
+        flat += [quantity, _scaled(price, places), orders]
+    return pack_units(
+        mode, token, last=_scaled(last, places), close=_scaled(close, places),
+        open_=_scaled(open_ if open_ is not None else last, places),
+        high=_scaled(high if high is not None else last, places), low=_scaled(low if low is not None else last, places),
+        average=_scaled(average if average is not None else last, places), volume=volume,
+        last_quantity=last_quantity, buy_quantity=buy_quantity, sell_quantity=sell_quantity,
+        last_trade_time=last_trade_time, oi=oi, oi_day_high=oi_day_high, oi_day_low=oi_day_low,
+        exchange_timestamp=exchange_timestamp, depth=flat,
+    )  # fmt: skip
+
+
+_NO_DEPTH = (0,) * 30
+
+
+def pack_units(mode: str, token: int, *, last: int, close: int, open_: int, high: int, low: int, average: int,
+               volume: int = 0, last_quantity: int = 0, buy_quantity: int = 0, sell_quantity: int = 0,
+               last_trade_time: int = 0, oi: int = 0, oi_day_high: int = 0, oi_day_low: int = 0,
+               exchange_timestamp: int = 0, depth: list[int] | tuple[int, ...] = ()) -> bytes:  # fmt: skip
+    """``build_packet`` over integer price units (paise, or 10^-7 rupee for CDS): the
+    simulator's fast path. ``depth`` is up to 30 ints: (quantity, price, orders) x 10."""
     if mode == "ltp":
-        return _LTP.pack(token, prices[0])
+        return _LTP.pack(token, last)
     if token & 0xFF == INDICES:
-        change = prices[0] - prices[4]
         if mode == "full":
-            return _INDEX_FULL.pack(token, *prices, change, exchange_timestamp)
-        return _INDEX.pack(token, *prices, change)
-    l_, h, lo, o, c = prices
-    avg = _scaled(average if average is not None else last, places)
-    packet = _QUOTE.pack(token, l_, last_quantity, avg, volume, buy_quantity, sell_quantity, o, h, lo, c)
+            return _INDEX_FULL.pack(token, last, high, low, open_, close, last - close, exchange_timestamp)
+        return _INDEX.pack(token, last, high, low, open_, close, last - close)
+    packet = _QUOTE.pack(
+        token, last, last_quantity, average, volume, buy_quantity, sell_quantity, open_, high, low, close
+    )
     if mode != "full":
         return packet
-    levels = depth or []
-    levels = levels + [(0, Decimal(0), 0)] * (10 - len(levels))
-    flat: list[int] = []
-    for quantity, price, orders in levels[:10]:
-        flat += [quantity, _scaled(price, places), orders]
+    levels = tuple(depth) + _NO_DEPTH[len(depth) :]
     return packet + _FULL_TAIL.pack(last_trade_time, oi, oi_day_high, oi_day_low, exchange_timestamp) + \
-        _DEPTH_ALL.pack(*flat)  # fmt: skip
+        _DEPTH_ALL.pack(*levels[:30])  # fmt: skip
 
 
 def build_frame(packets: list[bytes]) -> bytes:

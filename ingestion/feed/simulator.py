@@ -34,7 +34,7 @@ from ingestion.feed.protocol import (
     INDICES,
     PRICE_PLACES,
     build_frame,
-    build_packet,
+    pack_units,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,6 @@ class _Quote:
         self.price = max(self.step, self.price + self.step * rng.randint(-3, 3))
         self.volume += rng.randint(1, 50) * 25
         self.oi = max(0, self.oi + rng.randint(-10, 10) * 25)
-
-    def decimal(self, units: int) -> Decimal:
-        return Decimal(units).scaleb(-self.places)
 
 
 @dataclass(eq=False)
@@ -206,20 +203,17 @@ class KiteSimulator:
     def _packet(self, token: int, mode: str, now: int) -> bytes:
         quote = self._quotes[token]
         quote.move(self._rng)
-        last = quote.decimal(quote.price)
-        step = quote.decimal(quote.step)
-        depth = [
-            (self._rng.randint(1, 40) * 25, last - step * (i + 1), self._rng.randint(1, 9)) for i in range(5)
-        ]
-        depth += [
-            (self._rng.randint(1, 40) * 25, last + step * (i + 1), self._rng.randint(1, 9)) for i in range(5)
-        ]
+        last, step, rng = quote.price, quote.step, self._rng
+        depth: list[int] = []
+        for side in (-1, 1):
+            for level in range(1, 6):
+                depth += [rng.randint(1, 40) * 25, last + side * step * level, rng.randint(1, 9)]
         oi_day_low = int(time.time() * 1000) & 0xFFFFFFFF if self.stamp_send_time else quote.oi
-        return build_packet(
-            mode, token, last=last, close=quote.decimal(quote.close), high=last + step * 10, low=last - step * 10,
-            open_=quote.decimal(quote.close), volume=quote.volume, last_quantity=25, buy_quantity=quote.volume // 3,
-            sell_quantity=quote.volume // 4, last_trade_time=now, oi=quote.oi, oi_day_high=quote.oi,
-            oi_day_low=oi_day_low, exchange_timestamp=now, depth=depth,
+        return pack_units(
+            mode, token, last=last, close=quote.close, open_=quote.close, high=last + step * 10,
+            low=last - step * 10, average=last, volume=quote.volume, last_quantity=25,
+            buy_quantity=quote.volume // 3, sell_quantity=quote.volume // 4, last_trade_time=now, oi=quote.oi,
+            oi_day_high=quote.oi, oi_day_low=oi_day_low, exchange_timestamp=now, depth=depth,
         )  # fmt: skip
 
     async def _tick_loop(self) -> None:
