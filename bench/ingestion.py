@@ -183,7 +183,7 @@ def end_to_end() -> None:
     p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
     ticks = (after["ticks_total"] - before["ticks_total"]) / elapsed
     messages = (after["messages_published"] - before["messages_published"]) / elapsed
-    interval_ms = float(env.get("INGESTION_PUBLISH_INTERVAL", "0.2")) * 1000
+    interval_ms = float(env.get("INGESTION_PUBLISH_INTERVAL", "0.1")) * 1000
     print(f"arrangement: {arrangement}; {after['subscribed']} instruments subscribed in full mode")
     print(f"latency send->browser: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies)} ticks "
           f"(= {p99 / interval_ms:.1f}x the {interval_ms:.0f} ms publish interval; target p99 < 250 ms)")  # fmt: skip

@@ -23,9 +23,9 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.core.cache import cache
 
-from ingestion.service import LATEST_KEY, TICKS_GROUP
+from ingestion.latest import latest_ticks
+from ingestion.service import TICKS_GROUP
 from ingestion.service import feed_status as read_feed_status
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ def _snapshot(tokens: list[int] | None) -> list[dict[str, Any]]:
     from instruments.selectors import active_instrument_tokens
 
     wanted = tokens if tokens is not None else active_instrument_tokens()
-    found = cache.get_many([LATEST_KEY.format(t) for t in wanted])
-    return list(found.values())
+    return list(latest_ticks(wanted).values())
 
 
 def _watchlist_tokens(name: str) -> list[int] | None:
@@ -57,7 +56,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)  # before accept: the handshake is refused (403)
             return
         self.tokens: set[int] | None = None
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.pending: dict[int, str] = {}  # token -> its latest tick, as JSON
         self.status: dict[str, Any] | None = None
         self.wakeup = asyncio.Event()
         await self.channel_layer.group_add(TICKS_GROUP, self.channel_name)
@@ -111,17 +110,17 @@ class TicksConsumer(AsyncWebsocketConsumer):
     async def _queue_snapshot(self) -> None:
         tokens = sorted(self.tokens) if self.tokens is not None else None
         for tick in await sync_to_async(_snapshot)(tokens):
-            self.pending[tick["instrument_token"]] = tick
+            self.pending[tick["instrument_token"]] = json.dumps(tick, separators=(",", ":"))
         self.wakeup.set()
 
     # --- from the channel layer ------------------------------------------------------------
 
     async def ticks_batch(self, event: dict[str, Any]) -> None:
+        """``event["ticks"]``: [token, tick as JSON] pairs, serialised once by the ingestion."""
         tokens, pending = self.tokens, self.pending
-        for tick in event["ticks"]:
-            token = tick["instrument_token"]
+        for token, text in event["ticks"]:
             if tokens is None or token in tokens:
-                pending[token] = tick
+                pending[token] = text
         if pending:
             self.wakeup.set()
 
@@ -140,5 +139,5 @@ class TicksConsumer(AsyncWebsocketConsumer):
                 status, self.status = self.status, None
                 await self.send(text_data=json.dumps({"type": "status", "status": status}))
             if self.pending:
-                ticks, self.pending = list(self.pending.values()), {}
-                await self.send(text_data=json.dumps({"type": "ticks", "ticks": ticks}))
+                ticks, self.pending = self.pending, {}
+                await self.send(text_data='{"type":"ticks","ticks":[' + ",".join(ticks.values()) + "]}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -41,6 +42,7 @@ from django.utils import timezone
 
 from ingestion.feed.client import FeedConnection
 from ingestion.feed.simulator import KiteSimulator
+from ingestion.latest import latest_store
 from ingestion.sharding import shard
 from tradingportal.security import secret_register
 
@@ -48,9 +50,7 @@ logger = logging.getLogger(__name__)
 
 TICKS_GROUP = "ticks"
 STATUS_KEY = "ingestion:status"
-LATEST_KEY = "ticks:latest:{}"
 STATUS_TTL = 30
-LATEST_TTL = 24 * 3600
 MESSAGE_TICKS = 250
 NOTIFY_CHANNEL = "instruments_active"
 SIMULATOR_CREDENTIALS = ("simulator", "simulator")
@@ -113,22 +113,6 @@ def _connection_params() -> dict[str, Any]:
     return connection.get_connection_params()
 
 
-def _store_latest(ticks: dict[str, dict[str, Any]]) -> None:
-    """The latest tick per instrument, readable with ``cache.get_many``.
-
-    On django-redis one MSET (the values encoded as the cache encodes them) instead of
-    ``set_many``'s per-key pipeline: it is the ingestion's largest cost at 9000 ticks/s.
-    Latest ticks then carry no TTL; there is one key per instrument ever streamed.
-    """
-    client = getattr(cache, "client", None)
-    if client is not None and hasattr(client, "get_client") and hasattr(client, "encode"):
-        client.get_client(write=True).mset(
-            {cache.make_and_validate_key(k): client.encode(v) for k, v in ticks.items()}
-        )
-        return
-    cache.set_many(ticks, timeout=LATEST_TTL)
-
-
 def _store_status(status: dict[str, Any]) -> None:
     cache.set(STATUS_KEY, status, timeout=STATUS_TTL)
 
@@ -144,6 +128,13 @@ def _order_update(data: dict[str, Any]) -> None:
 
 def _text(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal) else value
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _dumps(value: Any) -> str:
+    return _ENCODER.encode(value)
 
 
 def present(tick: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +196,7 @@ class Ingestion:
         self._db = sync_to_async(lambda fn, *a: fn(*a), thread_sensitive=True)
         self._publish_errors = 0
         self.messages_published = 0
-        self._to_store: dict[str, dict[str, Any]] = {}
+        self._to_store: dict[int, str] = {}
         self._store_task: asyncio.Task[None] | None = None
 
     async def _credentials_async(self) -> tuple[str, str]:
@@ -378,13 +369,15 @@ class Ingestion:
             return
         batch, self.pending = self.pending, {}
         meta = self.meta
-        shaped = [present(tick, meta.get(token, {})) for token, tick in batch.items()]
-        self._to_store.update((LATEST_KEY.format(t["instrument_token"]), t) for t in shaped)
+        # Serialised once here, not once per browser: the message carries [token, JSON]
+        # pairs that consumers merge by token and splice into their frames.
+        pairs = [(token, _dumps(present(tick, meta.get(token, {})))) for token, tick in batch.items()]
+        self._to_store.update(pairs)
         if self._store_task is None or self._store_task.done():
             self._store_task = asyncio.create_task(self._store())
         if self._layer is None:
             return
-        messages = [shaped[i : i + MESSAGE_TICKS] for i in range(0, len(shaped), MESSAGE_TICKS)]
+        messages = [pairs[i : i + MESSAGE_TICKS] for i in range(0, len(pairs), MESSAGE_TICKS)]
         results = await asyncio.gather(
             *(
                 self._layer.group_send(TICKS_GROUP, {"type": "ticks.batch", "ticks": ticks})
@@ -408,7 +401,7 @@ class Ingestion:
         while self._to_store:
             batch, self._to_store = self._to_store, {}
             try:
-                await self._db(_store_latest, batch)
+                await self._db(latest_store, batch)
             except Exception:  # noqa: BLE001
                 logger.exception("could not store the latest ticks in the cache")
 

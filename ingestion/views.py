@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -12,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingestion.service import LATEST_KEY, feed_status
+from ingestion.latest import latest_ticks
+from ingestion.service import feed_status
 from instruments.selectors import active_instruments, feed_capacity
 
 MAX_LATEST_TOKENS = 1000
@@ -52,6 +52,6 @@ class LatestTicksView(APIView):
             return Response({"detail": "give ?tokens=256265,738561"}, status=400)
         if len(tokens) > MAX_LATEST_TOKENS:
             return Response({"detail": f"at most {MAX_LATEST_TOKENS} tokens per request"}, status=400)
-        found = cache.get_many([LATEST_KEY.format(t) for t in tokens])
-        ticks = {str(t): found.get(LATEST_KEY.format(t)) for t in tokens}
+        found = latest_ticks(tokens)
+        ticks = {str(t): found.get(t) for t in tokens}
         return Response({"ticks": ticks, "feed": feed_status()})

@@ -255,7 +255,7 @@ KITE_ACCESS_TOKEN_FILE = env.str("KITE_ACCESS_TOKEN_FILE", default="")
 # channel layer reaches only its own process); the runner sets these.
 INGESTION_IN_PROCESS = env.bool("INGESTION_IN_PROCESS", default=False)
 INGESTION_SIMULATE = env.bool("INGESTION_SIMULATE", default=False)
-INGESTION_PUBLISH_INTERVAL = env.float("INGESTION_PUBLISH_INTERVAL", default=0.2)
+INGESTION_PUBLISH_INTERVAL = env.float("INGESTION_PUBLISH_INTERVAL", default=0.1)
 INGESTION_POLL_SECONDS = env.float("INGESTION_POLL_SECONDS", default=1.0)
 FEED_STALE_SECONDS = env.float("FEED_STALE_SECONDS", default=10.0)
 

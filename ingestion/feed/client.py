@@ -104,7 +104,7 @@ class FeedConnection:
                     f"{self.url}{separator}{query}",
                     additional_headers={"X-Kite-Version": "3"},
                     open_timeout=10, ping_interval=None, close_timeout=2, max_size=2**22, max_queue=64,
-                    proxy=None,
+                    proxy=None, compression=None,
                 ) as ws:  # fmt: skip
                     await self._serve(ws, stop)
             except _AuthProblem as exc:

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PER_CONNECTION = 3000
 PACKETS_PER_FRAME = 500
+SLICES = 10
 PriceLookup = Callable[[list[int]], Awaitable[dict[int, Decimal]]]
 
 
@@ -217,22 +218,29 @@ class KiteSimulator:
         )  # fmt: skip
 
     async def _tick_loop(self) -> None:
+        """Every instrument ticks once per ``interval``, spread over ``SLICES`` steps as a
+        real exchange feed is (not one burst a second); idle connections get heartbeats."""
+        step_seconds = self.interval / SLICES
         next_at = time.monotonic()
+        step = 0
         while True:
-            next_at += self.interval
+            next_at += step_seconds
             now = int(time.time())
             for client in list(self._clients):
                 try:
                     if not client.modes:
-                        await client.connection.send(HEARTBEAT)
+                        if step == 0:
+                            await client.connection.send(HEARTBEAT)
                         continue
-                    items = [(t, m) for t, m in client.modes.items() if t in self._quotes]
+                    items = [(t, m) for i, (t, m) in enumerate(client.modes.items())
+                             if i % SLICES == step and t in self._quotes]  # fmt: skip
                     for start in range(0, len(items), PACKETS_PER_FRAME):
                         chunk = items[start : start + PACKETS_PER_FRAME]
                         await client.connection.send(build_frame([self._packet(t, m, now) for t, m in chunk]))
                         self.frames_sent += 1
                 except ConnectionClosed:
                     self._clients.discard(client)
+            step = (step + 1) % SLICES
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     async def send_order_update(self, data: dict[str, Any]) -> None:

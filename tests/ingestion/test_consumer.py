@@ -1,6 +1,7 @@
 """The consumer's back-pressure: a slow socket holds only the latest tick per instrument."""
 
 import asyncio
+import json
 
 from ingestion.consumers import TicksConsumer
 
@@ -16,7 +17,7 @@ def consumer(tokens=None):
 def batch(n):
     return {
         "type": "ticks.batch",
-        "ticks": [{"instrument_token": t, "last_price": str(n)} for t in range(1, 6)],
+        "ticks": [[t, json.dumps({"instrument_token": t, "last_price": str(n)})] for t in range(1, 6)],
     }
 
 
@@ -29,7 +30,7 @@ def test_a_slow_client_keeps_only_the_latest_state():
 
     slow = asyncio.run(run())
     assert len(slow.pending) == 5
-    assert {tick["last_price"] for tick in slow.pending.values()} == {"4999"}
+    assert {json.loads(tick)["last_price"] for tick in slow.pending.values()} == {"4999"}
     assert slow.wakeup.is_set()
 
 

@@ -1,16 +1,17 @@
 """The ingestion service against the simulator and the real database."""
 
 import asyncio
+import json
 import time
 
 import pytest
 from channels.layers import get_channel_layer
-from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 
 from ingestion.feed.simulator import KiteSimulator
-from ingestion.service import LATEST_KEY, TICKS_GROUP, Ingestion, feed_status
+from ingestion.latest import latest_ticks
+from ingestion.service import TICKS_GROUP, Ingestion, feed_status
 from instruments.models import Instrument
 from tests.conftest import requires_postgres
 from tests.factories import InstrumentFactory
@@ -57,21 +58,22 @@ def test_streams_exactly_the_active_set_in_its_modes_and_publishes_batches():
         await layer.group_add(TICKS_GROUP, channel)
         await eventually(lambda: _async(simulator.subscribed() == {a.instrument_token: "full", b.instrument_token: "ltp"}),
                          what="subscriptions")  # fmt: skip
-        batch = None
-        while batch is None:
+        tick = None
+        while tick is None:
             message = await asyncio.wait_for(layer.receive(channel), 5)
-            if message["type"] == "ticks.batch":
-                batch = message
-        assert len(batch["ticks"]) <= 2  # coalesced: at most the latest tick per instrument
-        tick = next(t for t in batch["ticks"] if t["instrument_token"] == a.instrument_token) if any(
-            t["instrument_token"] == a.instrument_token for t in batch["ticks"]) else None  # fmt: skip
-        if tick:
-            assert tick["tradingsymbol"] == "RELIANCE" and tick["exchange"] == "NSE" and "bid" in tick
-            assert isinstance(tick["last_price"], str)
+            if message["type"] != "ticks.batch":
+                continue
+            tokens = [token for token, _ in message["ticks"]]
+            assert len(tokens) == len(set(tokens)) <= 2  # coalesced: the latest tick per instrument
+            tick = next(
+                (json.loads(text) for token, text in message["ticks"] if token == a.instrument_token), None
+            )
+        assert tick["tradingsymbol"] == "RELIANCE" and tick["exchange"] == "NSE" and "bid" in tick
+        assert isinstance(tick["last_price"], str) and tick["mode"] == "full"
         await eventually(
-            lambda: _async(cache.get(LATEST_KEY.format(a.instrument_token)) is not None), what="cache"
+            lambda: _async(a.instrument_token in latest_ticks([a.instrument_token])), what="cache"
         )
-        latest = cache.get(LATEST_KEY.format(a.instrument_token))
+        latest = latest_ticks([a.instrument_token])[a.instrument_token]
         assert latest["mode"] == "full" and latest["bid"] and latest["ask_quantity"] > 0
         await eventually(lambda: _async((feed_status() or {}).get("subscribed") == 2), what="heartbeat")
         status = feed_status()
