@@ -20,6 +20,7 @@ from instruments.api.serializers import (
     InstrumentSerializer,
     SyncRequestSerializer,
     TokensSerializer,
+    instrument_rows,
 )
 from instruments.models import Instrument, Source
 from instruments.selectors import instrument_stats
@@ -75,6 +76,12 @@ class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):
         if "listed" not in self.request.query_params:
             queryset = queryset.filter(is_listed=True)
         return queryset
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset()).values(*InstrumentSerializer.Meta.fields)
+        page = self.paginate_queryset(queryset)
+        assert page is not None
+        return self.get_paginated_response(instrument_rows(page))
 
     def get_object(self) -> Instrument:
         token = int(self.kwargs["token"])

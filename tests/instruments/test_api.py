@@ -146,3 +146,14 @@ def test_openapi_schema_and_docs(trader_api):
     assert b"/api/instruments/activate/" in schema.content
     docs = trader_api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_list_rows_are_exactly_what_the_serializer_gives(trader_api):
+    from instruments.api.serializers import InstrumentSerializer
+
+    InstrumentFactory(last_price="2400.5", tick_size="0.05", strike="0", delisted_at=None)
+    NiftyOptionFactory(strike="24050.25", is_listed=False, delisted_at="2026-01-02T03:04:05Z")
+    for listed in ("true", "false"):
+        row = trader_api.get(LIST, {"listed": listed}).json()["results"][0]
+        instrument = Instrument.objects.get(pk=row["id"])
+        assert row == InstrumentSerializer(instrument).data
