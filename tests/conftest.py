@@ -21,6 +21,20 @@ def plain_user(django_user_model):
     return django_user_model.objects.create_user(username="trader", password="trader-pass-123")
 
 
+@pytest.fixture
+def staff_client(client, staff_user):
+    """The test client, logged in as a staff user (the operator)."""
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def trader_client(client, plain_user):
+    """The test client, logged in as a non-staff user (a trader)."""
+    client.force_login(plain_user)
+    return client
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     from django.core.cache import cache

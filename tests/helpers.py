@@ -37,6 +37,18 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last_exc!r}")
 
 
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
+    """In a running event loop: wait until ``predicate()`` is true, or fail saying ``what``."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)

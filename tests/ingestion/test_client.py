@@ -1,23 +1,14 @@
 """The feed client against the simulator: a real websocket server on loopback."""
 
 import asyncio
-import time
 
 from websockets.asyncio.server import serve
 
 from ingestion.feed.client import FeedConnection
 from ingestion.feed.simulator import KiteSimulator
+from tests.helpers import eventually
 
 NSE, INDEX, CDS = (1 << 8) | 1, 256265, (7 << 8) | 3
-
-
-async def eventually(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {predicate.__doc__ or predicate}")
 
 
 def creds(key="key", token="token"):

@@ -15,18 +15,10 @@ from ingestion.service import TICKS_GROUP, Ingestion, feed_status
 from instruments.models import Instrument
 from tests.conftest import requires_postgres
 from tests.factories import InstrumentFactory
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FAST = {"INGESTION_PUBLISH_INTERVAL": 0.05, "INGESTION_POLL_SECONDS": 0.3}
-
-
-async def eventually(predicate, timeout=5.0, what=""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 async def run_service(body, **simulator_options):
@@ -56,7 +48,7 @@ def test_streams_exactly_the_active_set_in_its_modes_and_publishes_batches():
     async def body(service, simulator):
         channel = await layer.new_channel()
         await layer.group_add(TICKS_GROUP, channel)
-        await eventually(lambda: _async(simulator.subscribed() == {a.instrument_token: "full", b.instrument_token: "ltp"}),
+        await eventually(lambda: (simulator.subscribed() == {a.instrument_token: "full", b.instrument_token: "ltp"}),
                          what="subscriptions")  # fmt: skip
         tick = None
         while tick is None:
@@ -70,20 +62,14 @@ def test_streams_exactly_the_active_set_in_its_modes_and_publishes_batches():
             )
         assert tick["tradingsymbol"] == "RELIANCE" and tick["exchange"] == "NSE" and "bid" in tick
         assert isinstance(tick["last_price"], str) and tick["mode"] == "full"
-        await eventually(
-            lambda: _async(a.instrument_token in latest_ticks([a.instrument_token])), what="cache"
-        )
+        await eventually(lambda: a.instrument_token in latest_ticks([a.instrument_token]), what="cache")
         latest = latest_ticks([a.instrument_token])[a.instrument_token]
         assert latest["mode"] == "full" and latest["bid"] and latest["ask_quantity"] > 0
-        await eventually(lambda: _async((feed_status() or {}).get("subscribed") == 2), what="heartbeat")
+        await eventually(lambda: (feed_status() or {}).get("subscribed") == 2, what="heartbeat")
         status = feed_status()
         assert status["state"] == "connected" and status["running"] and status["capacity"] == 9000
 
     asyncio.run(run_service(body))
-
-
-async def _async(value):
-    return value
 
 
 @override_settings(**FAST)
@@ -92,11 +78,11 @@ def test_follows_admin_style_changes_without_restart():
     b = InstrumentFactory(is_active=False)
 
     async def body(service, simulator):
-        await eventually(lambda: _async(set(simulator.subscribed()) == {a.instrument_token}), what="initial")
+        await eventually(lambda: set(simulator.subscribed()) == {a.instrument_token}, what="initial")
         started = time.monotonic()
         await _orm(lambda: Instrument.objects.filter(pk=b.pk).update(is_active=True, stream_mode="full"))
         await _orm(lambda: Instrument.objects.filter(pk=a.pk).update(is_active=False))
-        await eventually(lambda: _async(simulator.subscribed() == {b.instrument_token: "full"}), timeout=3,
+        await eventually(lambda: (simulator.subscribed() == {b.instrument_token: "full"}), timeout=3,
                          what="follow")  # fmt: skip
         assert time.monotonic() - started < 2.0
         assert simulator.connections_total == 1  # no reconnect
@@ -124,7 +110,7 @@ def test_follows_a_raw_sql_update_through_listen_notify():
         assert simulator.subscribed() == {}
         started = time.monotonic()
         await _orm(raw_update)
-        await eventually(lambda: _async(set(simulator.subscribed()) == {a.instrument_token}), timeout=3,
+        await eventually(lambda: (set(simulator.subscribed()) == {a.instrument_token}), timeout=3,
                          what="notify")  # fmt: skip
         assert time.monotonic() - started < 2.0
 
@@ -136,10 +122,10 @@ def test_spreads_over_connections_and_says_when_the_set_is_too_big(caplog):
     instruments = InstrumentFactory.create_batch(5, is_active=True)
 
     async def body(service, simulator):
-        await eventually(lambda: _async(simulator.client_count == 2 and len(simulator.subscribed()) == 4),
+        await eventually(lambda: (simulator.client_count == 2 and len(simulator.subscribed()) == 4),
                          what="two connections")  # fmt: skip
         assert service.overflow == [instruments[4].instrument_token]  # the last in stable (id) order
-        await eventually(lambda: _async((feed_status() or {}).get("over_limit") == 1), what="status")
+        await eventually(lambda: (feed_status() or {}).get("over_limit") == 1, what="status")
 
     asyncio.run(run_service(body))
     assert "exceed the feed's capacity of 4" in caplog.text
@@ -152,10 +138,10 @@ def test_order_updates_reach_the_oms_hook(monkeypatch):
     InstrumentFactory(is_active=True)
 
     async def body(service, simulator):
-        await eventually(lambda: _async(simulator.client_count == 1), what="connected")
+        await eventually(lambda: simulator.client_count == 1, what="connected")
         await asyncio.sleep(0.2)
         await simulator.send_order_update({"order_id": "220303000308932", "status": "COMPLETE"})
-        await eventually(lambda: _async(bool(calls)), what="hook")
+        await eventually(lambda: bool(calls), what="hook")
 
     asyncio.run(run_service(body))
     assert calls == [{"order_id": "220303000308932", "status": "COMPLETE"}]

@@ -13,12 +13,6 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/instruments/instrument/"
 
 
-@pytest.fixture
-def operator(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
 def changelist_post(instruments, changes=None):
     """The POST the changelist's Save button sends, with ``changes`` = {pk: {field: value}}."""
     data = {
@@ -38,40 +32,42 @@ def changelist_post(instruments, changes=None):
     return data
 
 
-def test_changelist_shows_active_count_against_the_limit(operator, django_assert_max_num_queries):
+def test_changelist_shows_active_count_against_the_limit(staff_client, django_assert_max_num_queries):
     InstrumentFactory.create_batch(30)
     InstrumentFactory(is_active=True)
     with django_assert_max_num_queries(15):
-        response = operator.get(CHANGELIST)
+        response = staff_client.get(CHANGELIST)
     assert response.status_code == 200
     page = response.content.decode()
     assert "<strong>1</strong> of <strong>9000</strong> instruments active" in page
     assert 'name="form-0-is_active"' in page  # the editable checkbox
 
 
-def test_changelist_query_count_does_not_grow_with_rows(operator, django_assert_max_num_queries):
+def test_changelist_query_count_does_not_grow_with_rows(staff_client, django_assert_max_num_queries):
     InstrumentFactory.create_batch(5)
     with django_assert_max_num_queries(15) as few:
-        operator.get(CHANGELIST)
+        staff_client.get(CHANGELIST)
     InstrumentFactory.create_batch(80)
     with django_assert_max_num_queries(len(few.captured_queries)):
-        operator.get(CHANGELIST)
+        staff_client.get(CHANGELIST)
 
 
-def test_search_and_filters(operator):
+def test_search_and_filters(staff_client):
     InstrumentFactory(tradingsymbol="RELIANCE", name="RELIANCE INDUSTRIES")
     InstrumentFactory(tradingsymbol="TCS", name="TATA CONSULTANCY")
     NiftyOptionFactory()
-    response = operator.get(CHANGELIST, {"q": "tata"})
+    response = staff_client.get(CHANGELIST, {"q": "tata"})
     assert "TCS" in response.content.decode() and "RELIANCE" not in response.content.decode()
-    response = operator.get(CHANGELIST, {"exchange": "NFO", "expiry_state": "upcoming", "listing": "listed"})
+    response = staff_client.get(
+        CHANGELIST, {"exchange": "NFO", "expiry_state": "upcoming", "listing": "listed"}
+    )
     assert response.status_code == 200
     assert "NIFTY99DEC" in response.content.decode() and "TCS" not in response.content.decode()
 
 
-def test_tick_is_active_in_the_list_and_save(operator):
+def test_tick_is_active_in_the_list_and_save(staff_client):
     instruments = InstrumentFactory.create_batch(3)
-    response = operator.post(
+    response = staff_client.post(
         CHANGELIST, changelist_post(instruments, {instruments[1].pk: {"is_active": True}})
     )
     assert response.status_code == 302
@@ -79,33 +75,33 @@ def test_tick_is_active_in_the_list_and_save(operator):
 
 
 @override_settings(KITE_TICKER_MAX_CONNECTIONS=1, KITE_TICKER_MAX_PER_CONNECTION=2)
-def test_list_edit_past_the_limit_is_refused(operator):
+def test_list_edit_past_the_limit_is_refused(staff_client):
     instruments = InstrumentFactory.create_batch(3)
     changes = {i.pk: {"is_active": True} for i in instruments}
-    response = operator.post(CHANGELIST, changelist_post(instruments, changes))
+    response = staff_client.post(CHANGELIST, changelist_post(instruments, changes))
     assert response.status_code == 200
     assert "would exceed the feed&#x27;s limit of 2" in response.content.decode()
     assert not Instrument.objects.filter(is_active=True).exists()
 
 
-def test_delisted_cannot_be_activated_from_the_list(operator):
+def test_delisted_cannot_be_activated_from_the_list(staff_client):
     gone = InstrumentFactory(is_listed=False)
-    response = operator.post(CHANGELIST, changelist_post([gone], {gone.pk: {"is_active": True}}))
+    response = staff_client.post(CHANGELIST, changelist_post([gone], {gone.pk: {"is_active": True}}))
     assert response.status_code == 200
     assert "Delisted instruments cannot stream" in response.content.decode()
     gone.refresh_from_db()
     assert not gone.is_active
 
 
-def test_actions_activate_and_deactivate(operator):
+def test_actions_activate_and_deactivate(staff_client):
     instruments = InstrumentFactory.create_batch(4)
     ids = [str(i.pk) for i in instruments[:3]]
-    response = operator.post(
+    response = staff_client.post(
         CHANGELIST, {"action": "activate_selected", "_selected_action": ids}, follow=True
     )
     assert "3 instruments activated" in response.content.decode()
     assert Instrument.objects.filter(is_active=True).count() == 3
-    response = operator.post(
+    response = staff_client.post(
         CHANGELIST, {"action": "deactivate_selected", "_selected_action": ids[:1]}, follow=True
     )
     assert "1 instruments deactivated" in response.content.decode()
@@ -113,10 +109,10 @@ def test_actions_activate_and_deactivate(operator):
 
 
 @override_settings(KITE_TICKER_MAX_CONNECTIONS=1, KITE_TICKER_MAX_PER_CONNECTION=2)
-def test_action_past_the_limit_is_refused_with_a_clear_message(operator):
+def test_action_past_the_limit_is_refused_with_a_clear_message(staff_client):
     instruments = InstrumentFactory.create_batch(3)
     ids = [str(i.pk) for i in instruments]
-    response = operator.post(
+    response = staff_client.post(
         CHANGELIST, {"action": "activate_selected", "_selected_action": ids}, follow=True
     )
     assert (
@@ -125,23 +121,23 @@ def test_action_past_the_limit_is_refused_with_a_clear_message(operator):
     assert not Instrument.objects.filter(is_active=True).exists()
 
 
-def test_activating_an_expired_instrument_warns(operator):
+def test_activating_an_expired_instrument_warns(staff_client):
     old = NiftyOptionFactory(expiry=date(2020, 1, 30))
-    response = operator.post(
+    response = staff_client.post(
         CHANGELIST, {"action": "activate_selected", "_selected_action": [old.pk]}, follow=True
     )
     assert "already expired" in response.content.decode()
 
 
-def test_syncrun_admin_is_read_only_and_can_queue_a_sync(operator):
+def test_syncrun_admin_is_read_only_and_can_queue_a_sync(staff_client):
     from django_q.brokers import get_broker
 
-    response = operator.get("/admin/instruments/syncrun/")
+    response = staff_client.get("/admin/instruments/syncrun/")
     assert response.status_code == 200 and "Start a sync" in response.content.decode()
-    assert operator.get("/admin/instruments/syncrun/add/").status_code == 403
+    assert staff_client.get("/admin/instruments/syncrun/add/").status_code == 403
     broker = get_broker()
     queued = broker.queue_size()
-    response = operator.post(
+    response = staff_client.post(
         reverse("admin:instruments_syncrun_start"), {"source": "kite", "filter": ""}, follow=True
     )
     assert "Sync queued" in response.content.decode()
