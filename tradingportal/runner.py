@@ -160,7 +160,23 @@ def supervise(children: list[Child]) -> int:
     return exit_code
 
 
+def ensure_local_env() -> None:
+    """Give this checkout its own SECRET_KEY in ``.env`` (mode 600) so that ``manage.py``
+    commands run here outside ``make run`` work too. Never overwrites a ``.env``."""
+    path = Path(os.environ.get("ENV_FILE") or BASE_DIR / ".env")
+    if path.exists() or os.environ.get("SECRET_KEY"):
+        return
+    import secrets
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Written by `make run` for this checkout; real environment variables win.\n")
+        handle.write(f"SECRET_KEY={secrets.token_urlsafe(50)}\n")
+    say(f"wrote {path.name} with a generated SECRET_KEY for this checkout")
+
+
 def main() -> int:
+    ensure_local_env()
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")  # development mode: plain HTTP on loopback works
     env.setdefault("DJANGO_SETTINGS_MODULE", "tradingportal.settings")

@@ -7,6 +7,7 @@ channels-redis and a Redis django-q2 broker. Values that must be set in producti
 (``SECRET_KEY``) have no default there.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -15,8 +16,10 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-if (BASE_DIR / ".env").is_file():
-    env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+# Local overrides: ENV_FILE (default .env beside manage.py); real environment variables win.
+ENV_FILE = Path(os.environ.get("ENV_FILE") or BASE_DIR / ".env")
+if ENV_FILE.is_file():
+    env.read_env(str(ENV_FILE), overwrite=False)
 
 # --- core ---------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)

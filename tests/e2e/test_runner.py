@@ -28,6 +28,7 @@ def test_runner_serves_the_portal_and_stops_cleanly_on_ctrl_c(tmp_path):
         PORT=str(port),
         PORTAL_ADMIN_USER="desk",
         PORTAL_ADMIN_PASSWORD="desk-pass-123",
+        ENV_FILE=str(tmp_path / "portal.env"),
     )
     log_path = tmp_path / "runner.log"
     with open(log_path, "wb") as log:
@@ -59,6 +60,7 @@ def test_runner_serves_the_portal_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert f"http://127.0.0.1:{port}/" in output
         assert "Created admin user 'desk'" in output
         assert "desk-pass-123" not in output
+        assert "SECRET_KEY=" in (tmp_path / "portal.env").read_text()  # manage.py works by hand afterwards
 
         runner.send_signal(signal.SIGINT)
         assert runner.wait(timeout=40) == 0

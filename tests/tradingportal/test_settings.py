@@ -34,6 +34,7 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "HTTPS", "PO
 def clean_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     env["DJANGO_SETTINGS_MODULE"] = "tradingportal.settings"
+    env["ENV_FILE"] = "/dev/null"  # a developer's .env must not change what is resolved here
     env.update(values)
     return env
 
