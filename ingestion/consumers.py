@@ -62,17 +62,20 @@ class TicksConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(TICKS_GROUP, self.channel_name)
         await self.accept()
         self.sender = asyncio.create_task(self._send_loop())
-        status = await sync_to_async(read_feed_status)()
-        if status:
-            self._queue_status(status)
-        await self._queue_snapshot()
+        try:
+            status = await sync_to_async(read_feed_status)()
+            if status:
+                self._queue_status(status)
+            await self._queue_snapshot()
+        except Exception:  # noqa: BLE001 - live ticks still flow; the snapshot is a courtesy
+            logger.exception("could not send the snapshot of latest ticks")
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(TICKS_GROUP, self.channel_name)
         sender = getattr(self, "sender", None)
         if sender is not None:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -84,6 +87,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
         if not isinstance(message, dict) or message.get("action") != "subscribe":
             await self._error('unknown message; send {"action": "subscribe", "tokens": [...]}')
             return
+        previous = self.tokens
         if "watchlist" in message:
             tokens = await sync_to_async(_watchlist_tokens)(str(message["watchlist"]))
             if tokens is None:
@@ -98,19 +102,26 @@ class TicksConsumer(AsyncWebsocketConsumer):
                 await self._error(f"tokens must be a list of at most {MAX_TOKENS} integers, or null")
                 return
             self.tokens = set(raw)
-        self.pending.clear()
+        if self.tokens is not None:
+            self.pending = {t: text for t, text in self.pending.items() if t in self.tokens}
         # Acknowledge first: every tick after this message honours the new selection.
         shown = sorted(self.tokens) if self.tokens is not None else None
         await self.send(text_data=json.dumps({"type": "subscribed", "tokens": shown}))
-        await self._queue_snapshot()
+        # Only instruments new to the selection need their latest state: the others are
+        # already live here, and the cache may be a moment older than what was sent.
+        if previous is not None:
+            await self._queue_snapshot(exclude=previous)
 
     async def _error(self, message: str) -> None:
         await self.send(text_data=json.dumps({"type": "error", "message": message}))
 
-    async def _queue_snapshot(self) -> None:
+    async def _queue_snapshot(self, exclude: set[int] | None = None) -> None:
+        """Queue the cached latest tick of each selected instrument not in ``exclude``."""
         tokens = sorted(self.tokens) if self.tokens is not None else None
         for tick in await sync_to_async(_snapshot)(tokens):
-            self.pending[tick["instrument_token"]] = json.dumps(tick, separators=(",", ":"))
+            token = tick["instrument_token"]
+            if exclude is None or token not in exclude:
+                self.pending[token] = json.dumps(tick, separators=(",", ":"))
         self.wakeup.set()
 
     # --- from the channel layer ------------------------------------------------------------

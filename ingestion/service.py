@@ -105,12 +105,32 @@ def _last_prices(tokens: list[int]) -> dict[int, Decimal]:
     }
 
 
+def _open_listener() -> Any:
+    import psycopg2
+
+    listener = psycopg2.connect(**connection.get_connection_params())
+    listener.autocommit = True
+    with listener.cursor() as cursor:
+        cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    return listener
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 def _close_db() -> None:
     connection.close()
-
-
-def _connection_params() -> dict[str, Any]:
-    return connection.get_connection_params()
 
 
 def _store_status(status: dict[str, Any]) -> None:
@@ -197,6 +217,8 @@ class Ingestion:
         self._publish_errors = 0
         self.messages_published = 0
         self._to_store: dict[int, str] = {}
+        self._order_tasks: set[asyncio.Task[Any]] = set()
+        self._token_mtime: float | None = None
         self._store_task: asyncio.Task[None] | None = None
 
     async def _credentials_async(self) -> tuple[str, str]:
@@ -206,8 +228,8 @@ class Ingestion:
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("ingestion starting: feed=%s url=%s", self.feed, shown_url(self.url))
-        listener = await self._listen()
         helpers = [
+            asyncio.create_task(self._listen_loop(stop), name="listen"),
             asyncio.create_task(self._follow(stop), name="follow-active-set"),
             asyncio.create_task(self._publish_loop(stop), name="publish"),
             asyncio.create_task(self._status_loop(stop), name="status"),
@@ -218,15 +240,16 @@ class Ingestion:
             for event in self._stops:
                 event.set()
             tasks = [t for t in self._tasks if t is not None]
-            if tasks:
-                await asyncio.wait(tasks, timeout=5)
+            # Everything watches ``stop``: let each finish its own way (closing what it
+            # opened) before cancelling what did not.
+            await asyncio.wait(helpers + tasks, timeout=5)
             for task in helpers + tasks:
                 task.cancel()
             for task in helpers + tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if listener is not None:
-                await self._db(listener)
+            if self._order_tasks:
+                await asyncio.wait(self._order_tasks, timeout=5)
             await self._flush()
             if self._store_task is not None:
                 with contextlib.suppress(Exception):
@@ -238,54 +261,72 @@ class Ingestion:
 
     # --- following the active set --------------------------------------------------------------
 
-    async def _listen(self) -> Callable[[], None] | None:
-        """LISTEN for the trigger's notifications (PostgreSQL); returns a closer."""
+    async def _listen_loop(self, stop: asyncio.Event) -> None:
+        """PostgreSQL: LISTEN for the trigger's notifications; re-LISTEN if the connection
+        breaks (polling covers the gap), and re-read the set after every (re)start."""
         if connection.vendor != "postgresql":
-            return None
-        try:
-            import psycopg2
-
-            params = await self._db(_connection_params)
-            listener = psycopg2.connect(**params)
-            listener.autocommit = True
-            with listener.cursor() as cursor:
-                cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except Exception:  # noqa: BLE001 - polling still follows the set
-            logger.exception("LISTEN %s failed; following the active set by polling", NOTIFY_CHANNEL)
-            return None
+            return
         loop = asyncio.get_running_loop()
-
-        def readable() -> None:
+        while not stop.is_set():
             try:
-                listener.poll()
-            except Exception:  # noqa: BLE001
-                logger.warning("the LISTEN connection broke; following the active set by polling")
-                loop.remove_reader(listener.fileno())
-                return
-            if listener.notifies:
-                listener.notifies.clear()
-                self._reload.set()
+                listener = await self._db(_open_listener)
+            except Exception:  # noqa: BLE001 - polling still follows the set
+                logger.exception("LISTEN %s failed; following the active set by polling", NOTIFY_CHANNEL)
+                await _sleep_unless(stop, 30)
+                continue
+            fd = listener.fileno()  # kept: a closed connection cannot say which fd it had
+            broken = asyncio.Event()
 
-        loop.add_reader(listener.fileno(), readable)
+            def readable(listener: Any = listener, broken: asyncio.Event = broken) -> None:
+                try:
+                    listener.poll()
+                except Exception:  # noqa: BLE001
+                    broken.set()
+                    return
+                if listener.notifies:
+                    listener.notifies.clear()
+                    self._reload.set()
 
-        def close() -> None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(listener.fileno())
-            listener.close()
-
-        return close
+            loop.add_reader(fd, readable)
+            self._reload.set()  # anything changed before LISTEN took effect
+            try:
+                await _first_of(stop, broken)
+            finally:
+                loop.remove_reader(fd)
+                with contextlib.suppress(Exception):
+                    listener.close()
+            if broken.is_set():
+                logger.warning("the LISTEN connection broke; re-listening (polling meanwhile)")
+                await _sleep_unless(stop, 5)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         interval = self.poll_seconds if connection.vendor != "postgresql" else max(self.poll_seconds, 15.0)
         while not stop.is_set():
+            self._reload.clear()  # before reading: a change during the read triggers another
             try:
                 await self.reload()
             except Exception:  # noqa: BLE001 - keep streaming what we have
                 logger.exception("could not read the active instruments; keeping the current subscriptions")
-            self._reload.clear()
+            self._wake_on_new_token()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload.wait(), timeout=interval)
+                await asyncio.wait_for(_first_of(stop, self._reload), timeout=interval)
             await asyncio.sleep(0.05)  # let a burst of notifications settle
+
+    def _wake_on_new_token(self) -> None:
+        """A rewritten KITE_ACCESS_TOKEN_FILE retries refused connections at once."""
+        path = settings.KITE_ACCESS_TOKEN_FILE
+        if not path or self.feed != "kite":
+            return
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return
+        if self._token_mtime is not None and mtime != self._token_mtime:
+            logger.info("KITE_ACCESS_TOKEN_FILE changed; reconnecting refused feed connections")
+            for feed_connection in self.connections:
+                if feed_connection.state == "auth_failed":
+                    feed_connection.wake()
+        self._token_mtime = mtime
 
     async def reload(self) -> None:
         rows = await self._db(_load_active)
@@ -308,8 +349,8 @@ class Ingestion:
         for index, modes in enumerate(shards):
             self._ensure_connection(index).set_desired(modes)
         for index in range(len(shards), len(self.connections)):
+            # Kept open with nothing subscribed (heartbeats only): ready when the set grows.
             self.connections[index].set_desired({})
-            self._stop_connection(index)
 
     @property
     def capacity(self) -> int:
@@ -331,11 +372,6 @@ class Ingestion:
                                                      name=f"feed-connection-{index}")  # fmt: skip
         return self.connections[index]
 
-    def _stop_connection(self, index: int) -> None:
-        task = self._tasks[index]
-        if task is not None and not task.done():
-            self._stops[index].set()
-
     # --- ticks in ---------------------------------------------------------------------------
 
     def _on_ticks(self, ticks: list[dict[str, Any]]) -> None:
@@ -349,7 +385,14 @@ class Ingestion:
 
     def _on_text(self, payload: dict[str, Any]) -> None:
         if payload.get("type") == "order" and isinstance(payload.get("data"), dict):
-            asyncio.get_running_loop().create_task(self._db(_order_update, payload["data"]))
+            task = asyncio.get_running_loop().create_task(self._db(_order_update, payload["data"]))
+            self._order_tasks.add(task)
+            task.add_done_callback(self._order_done)
+
+    def _order_done(self, task: asyncio.Task[Any]) -> None:
+        self._order_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the OMS could not take an order update", exc_info=task.exception())
 
     # --- ticks out --------------------------------------------------------------------------
 

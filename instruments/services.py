@@ -229,6 +229,10 @@ def _guard_shrink(*, source: str, scope: list[str], staged: int, force: bool) ->
 def _finish(run: SyncRun, report: SyncReport, started: float, error: BaseException | None = None) -> None:
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     if error is not None:
+        # The transaction rolled back: nothing was inserted, updated or delisted.
+        for name in ("inserted", "updated", "unchanged", "delisted", "relisted", "activated", "deactivated"):
+            setattr(report, name, 0)
+        report.after = {}
         error.report = report  # type: ignore[attr-defined]
         report.status = getattr(error, "status", SyncRun.Status.FAILED)
         report.exit_code = getattr(error, "exit_code", 1)

@@ -122,6 +122,9 @@ class FeedConnection:
                 self._fail("disconnected", str(exc))
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
                 self._fail("disconnected", f"{type(exc).__name__}: {exc}"[:300])
+            except Exception as exc:  # noqa: BLE001 - never let the feed die silently
+                logger.exception("feed connection %s failed unexpectedly", self.index)
+                self._fail("disconnected", f"unexpected {type(exc).__name__}: {exc}"[:300])
             finally:
                 if self.connected_at is not None and time.monotonic() - self.connected_at > HEALTHY_SECONDS:
                     attempt = 0  # it held for a while: start the backoff over
@@ -179,7 +182,7 @@ class FeedConnection:
                     ticks = parse_frame(message, self.depth_levels)
                     if ticks:
                         self.ticks += len(ticks)
-                        self.on_ticks(ticks)
+                        self._deliver(self.on_ticks, ticks)
                 else:
                     self._on_text(message)
         finally:
@@ -190,6 +193,13 @@ class FeedConnection:
             with contextlib.suppress(Exception):
                 await ws.close()
 
+    def _deliver(self, handler: Callable[[Any], None], payload: Any) -> None:
+        """A handler's bug is logged; it does not drop the connection."""
+        try:
+            handler(payload)
+        except Exception:  # noqa: BLE001
+            logger.exception("feed connection %s: a handler failed", self.index)
+
     def _on_text(self, message: str) -> None:
         try:
             payload = json.loads(message)
@@ -199,7 +209,7 @@ class FeedConnection:
         if isinstance(payload, dict) and payload.get("type") == "error":
             logger.warning("feed connection %s: ticker error: %s", self.index, payload.get("data"))
         if self.on_text and isinstance(payload, dict):
-            self.on_text(payload)
+            self._deliver(self.on_text, payload)
 
     async def _sync_loop(self, ws: ClientConnection) -> None:
         while True:

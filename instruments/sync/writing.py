@@ -226,6 +226,10 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
     counts = Counts()
     stamp = connection.ops.adapt_datetimefield_value(now)
     key = _key_column(source)
+    # The source is one of a fixed set: inlined as a literal, the partial unique indexes
+    # (source = 'kite' AND is_listed) are usable by SQLite's planner too.
+    assert source in ("kite", "upstox")
+    source_literal = f"'{source}'"
     marks = ", ".join(["%s"] * len(scope))
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {STAGING}")
@@ -237,36 +241,49 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
             f"""UPDATE {STAGING} SET match_id = i.id, was_listed = TRUE,
                        changed = CASE WHEN {changed} THEN TRUE ELSE FALSE END
                 FROM instruments i
-                WHERE i.source = %s AND i.is_listed AND i.{key} = {STAGING}.{key}
+                WHERE i.source = {source_literal} AND i.is_listed AND i.{key} = {STAGING}.{key}
                   AND {_contract_equal("i", STAGING)}""",
-            [source],
         )
         # 2. Same contract, any listing state, not matched yet; the n-th unmatched row of
         #    a contract in the dump takes the n-th best existing row of that contract.
+        #    Both sides go to small indexed temporary tables first: only contracts still
+        #    unmatched are looked at, so the join stays linear however much delisted
+        #    history the table holds (SQLite cannot index a subquery).
         partition = ", ".join(CONTRACT)
         matched_ids = f"SELECT match_id FROM {STAGING} WHERE match_id IS NOT NULL"
+        unmatched, candidates = f"{STAGING}_unmatched", f"{STAGING}_candidates"
+        for table in (unmatched, candidates):
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.execute(
+            f"""CREATE TEMPORARY TABLE {unmatched} AS
+                SELECT line, {partition}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY line) AS rn
+                FROM {STAGING} WHERE match_id IS NULL"""
+        )
+        cursor.execute(f"CREATE INDEX {unmatched}_contract ON {unmatched} (exchange, tradingsymbol)")
+        cursor.execute(
+            f"""CREATE TEMPORARY TABLE {candidates} AS
+                SELECT i.id, i.is_listed, {", ".join("i." + c for c in CONTRACT)},
+                       ROW_NUMBER() OVER (
+                           PARTITION BY {", ".join("i." + c for c in CONTRACT)}
+                           ORDER BY i.is_listed DESC, i.last_seen_at DESC, i.id DESC
+                       ) AS rn
+                FROM instruments i
+                WHERE i.source = {source_literal} AND i.exchange IN ({marks})
+                  AND EXISTS (SELECT 1 FROM {unmatched} u WHERE {_contract_equal("u", "i")})
+                  AND i.id NOT IN ({matched_ids})""",
+            scope,
+        )
+        cursor.execute(f"CREATE INDEX {candidates}_contract ON {candidates} (exchange, tradingsymbol)")
         cursor.execute(
             f"""UPDATE {STAGING} SET match_id = m.id, was_listed = m.is_listed
                 FROM (
-                    SELECT inc.line, cand.id, cand.is_listed
-                    FROM (
-                        SELECT line, {partition},
-                               ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY line) AS rn
-                        FROM {STAGING} WHERE match_id IS NULL
-                    ) inc
-                    JOIN (
-                        SELECT i.id, i.is_listed, {", ".join("i." + c for c in CONTRACT)},
-                               ROW_NUMBER() OVER (
-                                   PARTITION BY {", ".join("i." + c for c in CONTRACT)}
-                                   ORDER BY i.is_listed DESC, i.last_seen_at DESC, i.id DESC
-                               ) AS rn
-                        FROM instruments i
-                        WHERE i.source = %s AND i.exchange IN ({marks}) AND i.id NOT IN ({matched_ids})
-                    ) cand ON {_contract_equal("inc", "cand")} AND inc.rn = cand.rn
+                    SELECT u.line, c.id, c.is_listed FROM {unmatched} u
+                    JOIN {candidates} c ON {_contract_equal("u", "c")} AND u.rn = c.rn
                 ) m
-                WHERE {STAGING}.line = m.line""",
-            [source, *scope],
+                WHERE {STAGING}.line = m.line"""
         )
+        for table in (unmatched, candidates):
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
         cursor.execute(
             f"""UPDATE {STAGING} SET changed = CASE WHEN {changed} THEN TRUE ELSE FALSE END
                 FROM instruments i WHERE i.id = {STAGING}.match_id AND {STAGING}.changed IS NULL""",
@@ -278,11 +295,11 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
             (f"exchange IN ({marks})", scope),
             (f"{key} IN (SELECT {key} FROM {STAGING})", []),
         ):
-            where = f"source = %s AND is_listed AND {condition} AND id NOT IN ({matched_ids})"
+            where = f"source = {source_literal} AND is_listed AND {condition} AND id NOT IN ({matched_ids})"
             cursor.execute(
                 f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) FROM instruments "
                 f"WHERE {where}",
-                [source, *params],
+                params,
             )
             delisted, deactivated = (int(v) for v in cursor.fetchone())
             counts.delisted += delisted
@@ -291,7 +308,7 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
                 cursor.execute(
                     f"UPDATE instruments SET is_listed = FALSE, is_active = FALSE, delisted_at = %s, updated_at = %s "
                     f"WHERE {where}",
-                    [stamp, stamp, source, *params],
+                    [stamp, stamp, *params],
                 )
 
         # 4. Update matched rows: updated (a compared column moved), relisted (was

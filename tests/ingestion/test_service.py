@@ -93,7 +93,13 @@ def test_follows_admin_style_changes_without_restart():
 async def _orm(fn):
     from asgiref.sync import sync_to_async
 
-    return await sync_to_async(fn, thread_sensitive=False)()
+    def run_and_close():
+        try:
+            return fn()
+        finally:
+            connection.close()  # this worker thread's own connection
+
+    return await sync_to_async(run_and_close, thread_sensitive=False)()
 
 
 @requires_postgres
@@ -145,3 +151,33 @@ def test_order_updates_reach_the_oms_hook(monkeypatch):
 
     asyncio.run(run_service(body))
     assert calls == [{"order_id": "220303000308932", "status": "COMPLETE"}]
+
+
+@requires_postgres
+@override_settings(INGESTION_PUBLISH_INTERVAL=0.05, INGESTION_POLL_SECONDS=60)
+def test_a_broken_listen_connection_is_replaced():
+    a = InstrumentFactory(is_active=False)
+
+    def kill_listeners():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query ILIKE 'LISTEN instruments_active%%' AND pid <> pg_backend_pid()"
+            )
+            return cursor.rowcount
+
+    def raw_update():
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE instruments SET is_active = TRUE WHERE id = %s", [a.pk])
+
+    async def body(service, simulator):
+        await asyncio.sleep(0.5)
+        assert await _orm(kill_listeners) == 1
+        await asyncio.sleep(0.5)
+        await _orm(raw_update)
+        # Re-LISTEN (within seconds) re-reads the set: the change is not lost to a 60 s poll.
+        await eventually(lambda: set(simulator.subscribed()) == {a.instrument_token}, timeout=10,
+                         what="re-listen")  # fmt: skip
+        assert simulator.connections_total == 1  # the feed connection itself was untouched
+
+    asyncio.run(run_service(body))

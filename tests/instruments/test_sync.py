@@ -266,3 +266,16 @@ def test_command_summary_and_json(tmp_path):
     report = json.loads(text)
     assert report["status"] == "dry_run" and report["unchanged"] == 31
     assert report["before"]["NSE/INDICES"] == {"listed": 2, "active": 0}
+
+
+@override_settings(KITE_TICKER_MAX_CONNECTIONS=1, KITE_TICKER_MAX_PER_CONNECTION=5)
+def test_a_refused_run_records_no_writes(tmp_path):
+    from instruments.sync.errors import ActivationLimitExceeded
+
+    with pytest.raises(ActivationLimitExceeded) as failure:
+        sync(tmp_path, nifty_universe(), preset="nifty")
+    run = SyncRun.objects.get()
+    assert run.status == "refused" and run.exit_code == 7
+    assert (run.inserted, run.delisted, run.activated) == (0, 0, 0)
+    assert failure.value.report.inserted == 0
+    assert not Instrument.objects.exists()
