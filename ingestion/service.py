@@ -31,7 +31,6 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -40,11 +39,11 @@ from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from ingestion.feed.client import FeedConnection
+from ingestion.feed.client import FeedConnection, first_of
 from ingestion.feed.simulator import KiteSimulator
 from ingestion.latest import latest_store
 from ingestion.sharding import shard
-from tradingportal.security import secret_register
+from tradingportal.security import secret_register, url_for_display
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +73,6 @@ def kite_credentials() -> tuple[str, str]:
             logger.error("cannot read KITE_ACCESS_TOKEN_FILE: %s", exc.strerror)
     secret_register(token)
     return settings.KITE_API_KEY, token
-
-
-def shown_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 # --- database reads (run in one worker thread) ---------------------------------------------
@@ -118,15 +112,6 @@ def _open_listener() -> Any:
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def _close_db() -> None:
@@ -216,6 +201,7 @@ class Ingestion:
         self._db = sync_to_async(lambda fn, *a: fn(*a), thread_sensitive=True)
         self._publish_errors = 0
         self.messages_published = 0
+        self._rate = 0.0
         self._to_store: dict[int, str] = {}
         self._order_tasks: set[asyncio.Task[Any]] = set()
         self._token_mtime: float | None = None
@@ -227,7 +213,7 @@ class Ingestion:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        logger.info("ingestion starting: feed=%s url=%s", self.feed, shown_url(self.url))
+        logger.info("ingestion starting: feed=%s url=%s", self.feed, url_for_display(self.url))
         helpers = [
             asyncio.create_task(self._listen_loop(stop), name="listen"),
             asyncio.create_task(self._follow(stop), name="follow-active-set"),
@@ -290,7 +276,7 @@ class Ingestion:
             loop.add_reader(fd, readable)
             self._reload.set()  # anything changed before LISTEN took effect
             try:
-                await _first_of(stop, broken)
+                await first_of(stop, broken)
             finally:
                 loop.remove_reader(fd)
                 with contextlib.suppress(Exception):
@@ -309,7 +295,7 @@ class Ingestion:
                 logger.exception("could not read the active instruments; keeping the current subscriptions")
             self._wake_on_new_token()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first_of(stop, self._reload), timeout=interval)
+                await asyncio.wait_for(first_of(stop, self._reload), timeout=interval)
             await asyncio.sleep(0.05)  # let a burst of notifications settle
 
     def _wake_on_new_token(self) -> None:
@@ -468,7 +454,7 @@ class Ingestion:
             state = "disconnected"
         return {
             "feed": self.feed,
-            "url": shown_url(self.url),
+            "url": url_for_display(self.url),
             "state": state,
             "connections": connections,
             "active": self.active_total,
@@ -485,8 +471,6 @@ class Ingestion:
             "started_at": self.started_at.isoformat(),
             "updated_at": timezone.now().isoformat(),
         }
-
-    _rate = 0.0
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         last_total, last_at = self.ticks_total, time.monotonic()

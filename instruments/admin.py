@@ -17,7 +17,7 @@ from django.utils import timezone
 from instruments.models import Instrument, Source, SyncRun
 from instruments.presets import FILTER_CHOICES
 from instruments.selectors import active_count, feed_capacity
-from instruments.services import instruments_activate, instruments_deactivate
+from instruments.services import feed_limit_check, instruments_activate, instruments_deactivate
 from instruments.sync.errors import ActivationLimitExceeded
 
 
@@ -91,12 +91,10 @@ class ActivationFormSet(BaseModelFormSet):
             else:
                 deactivating += 1
         if activating:
-            would_be = active_count() + activating - deactivating
-            if would_be > feed_capacity():
-                raise ValidationError(
-                    f"Refused: {would_be} active instruments would exceed the feed's limit of {feed_capacity()}. "
-                    "Deactivate some first."
-                )
+            try:
+                feed_limit_check(would_be=active_count() + activating - deactivating)
+            except ActivationLimitExceeded as exc:
+                raise ValidationError(str(exc)) from None
 
 
 @admin.register(Instrument)

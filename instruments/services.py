@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from instruments.models import Instrument, Source, SyncRun
 from instruments.presets import PRESETS
-from instruments.selectors import feed_capacity, instrument_cache_invalidate, last_good_sync
+from instruments.selectors import active_count, feed_capacity, instrument_cache_invalidate, last_good_sync
 from instruments.sync import writing
 from instruments.sync.errors import (
     ActivationLimitExceeded,
@@ -293,12 +293,16 @@ def _resolve(*, ids: list[int] | None, tokens: list[int] | None) -> tuple[list[I
     return rows, [i for i in ids or [] if i not in found_ids]
 
 
-def _limit_message(*, would_be: int, capacity: int) -> str:
-    return (
-        f"Refused: {would_be} active instruments would exceed the feed's limit of {capacity} "
-        f"({settings.KITE_TICKER_MAX_CONNECTIONS} connections x {settings.KITE_TICKER_MAX_PER_CONNECTION}). "
-        "Deactivate some first."
-    )
+def feed_limit_check(*, would_be: int) -> None:
+    """The one place the feed's limit is enforced (admin, API, presets): raises
+    ``ActivationLimitExceeded`` if ``would_be`` active instruments would not fit."""
+    capacity = feed_capacity()
+    if would_be > capacity:
+        raise ActivationLimitExceeded(
+            f"Refused: {would_be} active instruments would exceed the feed's limit of {capacity} "
+            f"({settings.KITE_TICKER_MAX_CONNECTIONS} connections x {settings.KITE_TICKER_MAX_PER_CONNECTION}). "
+            "Deactivate some first."
+        )
 
 
 def instruments_activate(
@@ -323,14 +327,12 @@ def instruments_activate(
                 to_activate.append(row.pk)
                 if row.expiry and row.expiry < today:
                     result.expired.append(str(row))
-        current = Instrument.objects.filter(is_active=True).count()
-        if current + len(to_activate) > result.capacity:
-            raise ActivationLimitExceeded(
-                _limit_message(would_be=current + len(to_activate), capacity=result.capacity)
-            )
+        current = active_count()
+        feed_limit_check(would_be=current + len(to_activate))
         result.changed = Instrument.objects.filter(pk__in=to_activate, is_active=False).update(is_active=True)
         result.active_count = current + result.changed
-        touched = [r.instrument_token for r in rows if r.pk in set(to_activate) and r.instrument_token]
+        activated = set(to_activate)
+        touched = [r.instrument_token for r in rows if r.pk in activated and r.instrument_token]
         transaction.on_commit(lambda: instrument_cache_invalidate(tokens=touched))
     logger.info("activated %s instruments by %s (unchanged %s, refused %s)", result.changed, by, result.unchanged,
                 len(result.refused))  # fmt: skip
@@ -346,7 +348,7 @@ def instruments_deactivate(
         active_ids = [r.pk for r in rows if r.is_active]
         result.unchanged = len(rows) - len(active_ids)
         result.changed = Instrument.objects.filter(pk__in=active_ids, is_active=True).update(is_active=False)
-        result.active_count = Instrument.objects.filter(is_active=True).count()
+        result.active_count = active_count()
         touched = [r.instrument_token for r in rows if r.is_active and r.instrument_token]
         transaction.on_commit(lambda: instrument_cache_invalidate(tokens=touched))
     logger.info("deactivated %s instruments by %s", result.changed, by)
@@ -360,9 +362,7 @@ def _apply_preset(preset: str) -> tuple[int, int]:
     chosen = Instrument.objects.filter(PRESETS[preset](), source=Source.KITE, is_listed=True).filter(
         Q(expiry__isnull=True) | Q(expiry__gte=today)
     )
-    wanted = chosen.count()
-    if wanted > feed_capacity():
-        raise ActivationLimitExceeded(_limit_message(would_be=wanted, capacity=feed_capacity()))
+    feed_limit_check(would_be=chosen.count())
     deactivated = (
         Instrument.objects.filter(is_active=True).exclude(pk__in=chosen.values("pk")).update(is_active=False)
     )

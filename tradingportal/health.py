@@ -7,7 +7,6 @@ failure, never a connection string (they pass through ``redact``).
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -72,13 +71,11 @@ async def channel_layer_check() -> Check:
     return {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000)}
 
 
-async def health_report(extra: dict[str, Callable[[], Awaitable[Check]]] | None = None) -> dict[str, Any]:
+async def health_report() -> dict[str, Any]:
     """All checks; ``ok`` is true only when every dependency is reachable."""
     checks: dict[str, Check] = {
         "database": await sync_to_async(database_check, thread_sensitive=True)(),
         "cache": await sync_to_async(cache_check, thread_sensitive=False)(),
         "channel_layer": await channel_layer_check(),
     }
-    for name, check in (extra or {}).items():
-        checks[name] = await check()
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}

@@ -71,10 +71,10 @@ def plan(env: dict[str, str]) -> list[Child]:
         env.get("KITE_API_KEY") and (env.get("KITE_ACCESS_TOKEN") or env.get("KITE_ACCESS_TOKEN_FILE"))
     )
     web_env = dict(env)
-    children: list[Child] = []
+    feed_process: list[Child] = []
     if has_redis:
         feed_args = [] if live_feed else ["--simulate"]
-        children.append(Child("ingestion", manage("run_ingestion", *feed_args), dict(env)))
+        feed_process.append(Child("ingestion", manage("run_ingestion", *feed_args), dict(env)))
     else:
         web_env["INGESTION_IN_PROCESS"] = "1"
         web_env["INGESTION_SIMULATE"] = "0" if live_feed else "1"
@@ -85,22 +85,9 @@ def plan(env: dict[str, str]) -> list[Child]:
     )
     where = "its own process (REDIS_URL set)" if has_redis else "inside the web process (no REDIS_URL)"
     say(f"feed: {feed}; ingestion runs in {where}")
-    web = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "tradingportal.asgi:application",
-        "--host",
-        host,
-        "--port",
-        port,
-        "--lifespan",
-        "on",
-        "--no-server-header",
-    ]
-    children.insert(0, Child("web", web, web_env))
-    children.append(Child("worker", manage("qcluster"), dict(env)))
-    return children
+    web = [sys.executable, "-m", "uvicorn", "tradingportal.asgi:application", "--host", host, "--port", port,
+           "--lifespan", "on", "--no-server-header"]  # fmt: skip
+    return [Child("web", web, web_env), *feed_process, Child("worker", manage("qcluster"), dict(env))]
 
 
 def stop_all(children: list[Child]) -> None:

@@ -10,8 +10,7 @@ import html
 import re
 import threading
 from collections.abc import Iterable
-from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.utils.safestring import SafeString, mark_safe
@@ -51,6 +50,15 @@ def secret_values() -> list[str]:
     return sorted((v for v in values if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
+def url_for_display(url: str) -> str:
+    """``url`` fit for logs and records: no user, password, query or fragment."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+
+
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """``text`` with secret values and URL passwords replaced by a fixed mask."""
     for secret in secret_values() if secrets is None else secrets:
@@ -60,44 +68,12 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
 
 
 class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
-    """Django's filter, plus: URL passwords, Authorization headers and every known
-    secret value are masked in settings, request data and traceback variables."""
+    """Django's filter, also hiding settings and headers named like credentials. Secret
+    *values* anywhere in the report are masked by ``RedactingExceptionReporter``."""
 
     hidden_settings = re.compile(
         "API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|AUTHORIZATION|CREDENTIAL", flags=re.I
     )
-
-    def cleanse_setting(self, key: Any, value: Any) -> Any:
-        cleansed = super().cleanse_setting(key, value)
-        if isinstance(cleansed, str):
-            return redact(cleansed)
-        return cleansed
-
-    def get_traceback_frame_variables(self, request: Any, tb_frame: Any) -> Any:
-        variables = super().get_traceback_frame_variables(request, tb_frame)
-        secrets = secret_values()
-        cleansed: list[tuple[str, Any]] = []
-        for name, value in variables:
-            if isinstance(value, str) and value == self.cleansed_substitute:
-                cleansed.append((name, value))
-                continue
-            try:
-                text = repr(value)
-            except Exception:  # noqa: BLE001 - a broken __repr__ must not break the report
-                text = "<unrepresentable>"
-            safe = redact(text, secrets)
-            cleansed.append((name, value if safe == text else _Redacted(safe)))
-        return cleansed
-
-
-class _Redacted:
-    """Stands in for a traceback variable whose repr held a secret."""
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-
-    def __repr__(self) -> str:
-        return self._text
 
 
 class RedactingExceptionReporter(ExceptionReporter):

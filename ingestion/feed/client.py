@@ -141,7 +141,7 @@ class FeedConnection:
             logger.info("feed connection %s reconnects in %.1fs", self.index, delay)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first(stop, self._wake), timeout=delay)
+                await asyncio.wait_for(first_of(stop, self._wake), timeout=delay)
         self.state = "stopped"
 
     def wake(self) -> None:
@@ -250,7 +250,8 @@ def _chunks(tokens: list[int]) -> list[list[int]]:
     return [tokens[i : i + SUBSCRIBE_CHUNK] for i in range(0, len(tokens), SUBSCRIBE_CHUNK)]
 
 
-async def _first(*events: asyncio.Event) -> None:
+async def first_of(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
     waiters = [asyncio.create_task(e.wait()) for e in events]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -15,13 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 
 from instruments.sync.errors import BadInput, SourceUnreachable
-from tradingportal.security import redact
+from tradingportal.security import url_for_display
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +79,7 @@ def describe_input(*, path: str | None = None, url: str | None = None) -> str:
     if path:
         return str(path)
     assert url is not None
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+    return url_for_display(url)
 
 
 def _maybe_gunzip(stream: IO[bytes]) -> IO[bytes]:

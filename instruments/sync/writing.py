@@ -68,7 +68,6 @@ _STAGING_DDL = {
 
 @dataclass
 class Counts:
-    read: int = 0
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -232,9 +231,6 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
     source_literal = f"'{source}'"
     marks = ", ".join(["%s"] * len(scope))
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {STAGING}")
-        counts.read = cursor.fetchone()[0]
-
         # 1. Same key and same contract among listed rows; note whether it changed.
         changed = " OR ".join(f"NOT ({_same('i.' + c, _coalesced(c, STAGING))})" for c in COMPARED)
         cursor.execute(

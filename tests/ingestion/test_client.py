@@ -134,3 +134,28 @@ def test_a_silent_socket_is_dropped_and_reconnected():
             server.close()
 
     asyncio.run(run())
+
+
+def test_a_failing_tick_handler_does_not_drop_the_connection():
+    calls = []
+
+    def broken_handler(ticks):
+        calls.append(len(ticks))
+        raise RuntimeError("a bug downstream")
+
+    async def run():
+        await simulator.start()
+        connection = FeedConnection(index=0, url=simulator.url, credentials=creds(), on_ticks=broken_handler)
+        stop = asyncio.Event()
+        task = asyncio.create_task(connection.run(stop))
+        try:
+            connection.set_desired({NSE: "quote"})
+            await eventually(lambda: len(calls) >= 3, what="ticks keep coming")
+            assert connection.state == "connected" and connection.reconnects == 0
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            await simulator.stop()
+
+    simulator = KiteSimulator(interval=0.05)
+    asyncio.run(run())

@@ -102,20 +102,22 @@ async def _orm(fn):
     return await sync_to_async(run_and_close, thread_sensitive=False)()
 
 
+def activate_by_raw_sql(pk):
+    """What an operator typing into psql does: no Django, no signals."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE instruments SET is_active = TRUE WHERE id = %s", [pk])
+
+
 @requires_postgres
 @override_settings(INGESTION_PUBLISH_INTERVAL=0.05, INGESTION_POLL_SECONDS=60)
 def test_follows_a_raw_sql_update_through_listen_notify():
     a = InstrumentFactory(is_active=False)
 
-    def raw_update():
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE instruments SET is_active = TRUE WHERE id = %s", [a.pk])
-
     async def body(service, simulator):
         await asyncio.sleep(0.5)  # the first read is done, the next poll is a minute away
         assert simulator.subscribed() == {}
         started = time.monotonic()
-        await _orm(raw_update)
+        await _orm(lambda: activate_by_raw_sql(a.pk))
         await eventually(lambda: (set(simulator.subscribed()) == {a.instrument_token}), timeout=3,
                          what="notify")  # fmt: skip
         assert time.monotonic() - started < 2.0
@@ -166,18 +168,42 @@ def test_a_broken_listen_connection_is_replaced():
             )
             return cursor.rowcount
 
-    def raw_update():
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE instruments SET is_active = TRUE WHERE id = %s", [a.pk])
-
     async def body(service, simulator):
         await asyncio.sleep(0.5)
         assert await _orm(kill_listeners) == 1
         await asyncio.sleep(0.5)
-        await _orm(raw_update)
+        await _orm(lambda: activate_by_raw_sql(a.pk))
         # Re-LISTEN (within seconds) re-reads the set: the change is not lost to a 60 s poll.
         await eventually(lambda: set(simulator.subscribed()) == {a.instrument_token}, timeout=10,
                          what="re-listen")  # fmt: skip
         assert simulator.connections_total == 1  # the feed connection itself was untouched
 
     asyncio.run(run_service(body))
+
+
+def test_a_rewritten_token_file_retries_a_refused_feed_at_once(tmp_path):
+    from ingestion.feed.simulator import KiteSimulator
+    from ingestion.service import kite_credentials
+
+    InstrumentFactory(is_active=True)
+    token_file = tmp_path / "kite_token"
+    token_file.write_text("yesterday\n")
+
+    async def run():
+        simulator = await KiteSimulator(api_key="key", access_token="today", interval=0.05).start()
+        service = Ingestion(url=simulator.url, credentials=kite_credentials, feed="kite")
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        try:
+            await eventually(lambda: service.status()["state"] == "auth_failed", what="refused")
+            token_file.write_text("today\n")  # the morning login job
+            # The refused connection waits a minute before retrying on its own; the
+            # rewritten file wakes it well before that.
+            await eventually(lambda: service.status()["state"] == "connected", timeout=5, what="woken")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await simulator.stop()
+
+    with override_settings(KITE_API_KEY="key", KITE_ACCESS_TOKEN_FILE=str(token_file), **FAST):
+        asyncio.run(run())
