@@ -43,6 +43,7 @@ from ingestion.feed.client import FeedConnection, first_of
 from ingestion.feed.simulator import KiteSimulator
 from ingestion.latest import latest_store
 from ingestion.sharding import shard
+from ingestion.simulator_seeds import simulator_seeds
 from tradingportal.security import secret_register, url_for_display
 
 logger = logging.getLogger(__name__)
@@ -88,15 +89,6 @@ def _load_active() -> list[dict[str, Any]]:
     except OperationalError:
         connection.close()  # a broken connection is replaced on the next read
         raise
-
-
-def _last_prices(tokens: list[int]) -> dict[int, Decimal]:
-    from instruments.models import Instrument
-
-    rows = Instrument.objects.filter(source="kite", is_listed=True, instrument_token__in=tokens)
-    return {
-        token: price for token, price in rows.values_list("instrument_token", "last_price") if token and price
-    }
 
 
 def _open_listener() -> Any:
@@ -512,7 +504,7 @@ async def ingestion_run(
     if simulate:
         simulator = await KiteSimulator(
             port=simulator_port, api_key=SIMULATOR_CREDENTIALS[0], access_token=SIMULATOR_CREDENTIALS[1],
-            price_lookup=sync_to_async(_last_prices, thread_sensitive=True),
+            price_lookup=sync_to_async(simulator_seeds, thread_sensitive=True),
         ).start()  # fmt: skip
         service = Ingestion(url=simulator.url, credentials=lambda: SIMULATOR_CREDENTIALS, feed="simulator")
     else:

@@ -5,7 +5,7 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand
 
 from ingestion.feed.simulator import KiteSimulator
-from ingestion.service import _last_prices
+from ingestion.simulator_seeds import simulator_seeds
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(signum, stop.set)
         simulator = await KiteSimulator(
             port=options["port"], api_key=options["api_key"], access_token=options["access_token"],
-            interval=options["interval"], price_lookup=sync_to_async(_last_prices, thread_sensitive=True),
+            interval=options["interval"], price_lookup=sync_to_async(simulator_seeds, thread_sensitive=True),
             stamp_send_time=options["stamp_send_time"],
         ).start()  # fmt: skip
         self.stdout.write(f"Kite simulator listening on {simulator.url}", ending="\n")
