@@ -25,8 +25,8 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ingestion.latest import latest_ticks
-from ingestion.service import TICKS_GROUP
-from ingestion.service import feed_status as read_feed_status
+from ingestion.publisher import TICKS_GROUP
+from ingestion.status import feed_status as read_feed_status
 
 logger = logging.getLogger(__name__)
 MAX_TOKENS = 10000

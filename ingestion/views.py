@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.latest import latest_ticks
-from ingestion.service import feed_status
+from ingestion.status import feed_status
 from instruments.selectors import active_instruments, feed_capacity
 
 MAX_LATEST_TOKENS = 1000

@@ -55,7 +55,7 @@ class ListingFilter(admin.SimpleListFilter):
 
 
 def _feed_summary() -> str:
-    from ingestion.service import feed_status
+    from ingestion.status import feed_status
 
     status = feed_status()
     if status is None or not status.get("running"):

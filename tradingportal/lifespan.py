@@ -42,7 +42,7 @@ class LifespanApp:
     async def _startup(self) -> None:
         if not getattr(settings, "INGESTION_IN_PROCESS", False):
             return
-        from ingestion.service import ingestion_run
+        from ingestion.engine import ingestion_run
 
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(ingestion_run(stop=self._stop), name="ingestion")

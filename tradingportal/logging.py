@@ -48,3 +48,37 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             payload["exc"] = record.exc_text
         return json.dumps(payload, default=str)
+
+
+class RepeatedFailure:
+    """Logs a failure that repeats (Redis down, the database away) without flooding.
+
+    The first failure is logged with its traceback; while it keeps failing, one line with
+    the count at most every ``every`` seconds; when it works again, one line saying so.
+    ``count`` is the number of failures since the last success (for status pages).
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, *, every: float = 60.0) -> None:
+        self.logger, self.what, self.every = logger, what, every
+        self.count = 0
+        self.total = 0
+        self._last_logged = 0.0
+
+    def failed(self, exc: BaseException | None = None) -> None:
+        import time
+
+        self.count += 1
+        self.total += 1
+        now = time.monotonic()
+        if self.count == 1:
+            self.logger.error("%s failed", self.what, exc_info=exc if exc is not None else True)
+            self._last_logged = now
+        elif now - self._last_logged >= self.every:
+            reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+            self.logger.error("%s still failing (%s times so far)%s", self.what, self.count, reason)
+            self._last_logged = now
+
+    def succeeded(self) -> None:
+        if self.count:
+            self.logger.info("%s works again after %s failures", self.what, self.count)
+        self.count = 0

@@ -1,7 +1,7 @@
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 
-from ingestion.service import feed_status
+from ingestion.status import feed_status
 from tradingportal.health import health_report
 
 

@@ -4,7 +4,8 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ingestion.service import ingestion_run
+from ingestion.credentials import kite_feed_configured
+from ingestion.engine import ingestion_run
 
 
 class Command(BaseCommand):
@@ -28,9 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         simulate = options["simulate"] or settings.INGESTION_SIMULATE
-        if not simulate and not (
-            settings.KITE_API_KEY and (settings.KITE_ACCESS_TOKEN or settings.KITE_ACCESS_TOKEN_FILE)
-        ):
+        if not simulate and not kite_feed_configured():
             raise CommandError(
                 "No Kite credentials: set KITE_API_KEY and KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE), "
                 "or run with --simulate."

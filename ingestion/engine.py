@@ -1,20 +1,18 @@
-"""The ingestion: follow the active set, hold the feed, publish ticks.
+"""The ingestion engine: follow the active set, hold the feed connections, publish ticks.
 
 ``ingestion_run(stop=...)`` runs until ``stop`` is set:
 
-- reads the active, listed Kite instruments (stable order: id), caps them at the feed's
-  capacity (saying so loudly when the set is larger), spreads them over up to
-  ``KITE_TICKER_MAX_CONNECTIONS`` connections and keeps each connection's subscription
-  equal to its share, in each instrument's ``stream_mode``;
+- reads the active, listed Kite instruments (``active_set.py``; stable order: id), caps
+  them at the feed's capacity (saying so loudly when the set is larger), spreads them
+  over up to ``KITE_TICKER_MAX_CONNECTIONS`` connections (``sharding.py``) and keeps each
+  connection's subscription equal to its share, in each instrument's ``stream_mode``;
 - follows changes to that set, whoever made them: on PostgreSQL a trigger NOTIFYs
-  ``instruments_active`` (see the migration) and a re-read happens at once; elsewhere,
-  and as a safety net, the set is re-read every ``INGESTION_POLL_SECONDS``;
-- enriches every tick from the instrument metadata (symbol, exchange, segment, lot size),
-  keeps the latest tick per instrument, and every ``INGESTION_PUBLISH_INTERVAL`` seconds
-  writes the changed ones to the cache (``/api/ticks/latest/``) and publishes them to the
-  channel layer group ``ticks`` in batches: never one message per tick;
-- writes a heartbeat (connections, subscribed, ticks/s, last tick age, reconnects) to the
-  cache every second and publishes it to the dashboards;
+  ``instruments_active`` and a re-read happens at once; elsewhere, and as a safety net,
+  the set is re-read every ``INGESTION_POLL_SECONDS``;
+- enriches every tick from the instrument metadata and publishes the latest per
+  instrument in batches (``publisher.py``);
+- writes a heartbeat (``status.py``) to the cache every second and publishes it to the
+  dashboards;
 - hands order updates from the ticker to the OMS.
 """
 
@@ -22,83 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.cache import cache
-from django.db import OperationalError, connection
+from django.db import connection
 from django.utils import timezone
 
+from ingestion.active_set import NOTIFY_CHANNEL, active_set_listener, active_set_load
+from ingestion.credentials import SIMULATOR_CREDENTIALS, kite_credentials
 from ingestion.feed.client import FeedConnection, first_of
 from ingestion.feed.simulator import KiteSimulator
-from ingestion.latest import latest_store
+from ingestion.publisher import TICKS_GROUP, TickPublisher
 from ingestion.sharding import shard
 from ingestion.simulator_seeds import simulator_seeds
-from tradingportal.security import secret_register, url_for_display
+from ingestion.status import status_store
+from tradingportal.security import url_for_display
 
 logger = logging.getLogger(__name__)
-
-TICKS_GROUP = "ticks"
-STATUS_KEY = "ingestion:status"
-STATUS_TTL = 30
-MESSAGE_TICKS = 250
-NOTIFY_CHANNEL = "instruments_active"
-SIMULATOR_CREDENTIALS = ("simulator", "simulator")
-
-
-# --- credentials --------------------------------------------------------------------------
-
-
-def kite_credentials() -> tuple[str, str]:
-    """The API key and today's access token, read afresh on every (re)connect.
-
-    The token comes from ``KITE_ACCESS_TOKEN_FILE`` when set (a file the morning login
-    job rewrites), else from ``KITE_ACCESS_TOKEN``.
-    """
-    token = settings.KITE_ACCESS_TOKEN
-    path = settings.KITE_ACCESS_TOKEN_FILE
-    if path:
-        try:
-            token = Path(path).read_text().strip()
-        except OSError as exc:
-            logger.error("cannot read KITE_ACCESS_TOKEN_FILE: %s", exc.strerror)
-    secret_register(token)
-    return settings.KITE_API_KEY, token
-
-
-# --- database reads (run in one worker thread) ---------------------------------------------
-
-META_FIELDS = ("instrument_token", "stream_mode", "tradingsymbol", "exchange", "segment", "lot_size", "name")
-
-
-def _load_active() -> list[dict[str, Any]]:
-    from instruments.selectors import active_instruments
-
-    try:
-        return list(active_instruments().values(*META_FIELDS))
-    except OperationalError:
-        connection.close()  # a broken connection is replaced on the next read
-        raise
-
-
-def _open_listener() -> Any:
-    import psycopg2
-
-    listener = psycopg2.connect(**connection.get_connection_params())
-    listener.autocommit = True
-    with listener.cursor() as cursor:
-        cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
-    return listener
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -110,66 +53,13 @@ def _close_db() -> None:
     connection.close()
 
 
-def _store_status(status: dict[str, Any]) -> None:
-    cache.set(STATUS_KEY, status, timeout=STATUS_TTL)
-
-
 def _order_update(data: dict[str, Any]) -> None:
     from oms.services import order_update_from_feed
 
     order_update_from_feed(data=data)
 
 
-# --- shaping ticks ----------------------------------------------------------------------------
-
-
-def _text(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-def present(tick: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """A tick as the dashboard, the API and the OMS read it: enriched, prices as strings."""
-    out: dict[str, Any] = {
-        "instrument_token": tick["instrument_token"],
-        "tradingsymbol": meta.get("tradingsymbol", ""),
-        "exchange": meta.get("exchange", ""),
-        "segment": meta.get("segment", ""),
-        "lot_size": meta.get("lot_size"),
-        "mode": tick["mode"],
-        "last_price": str(tick["last_price"]),
-    }
-    if "change" in tick:
-        out["change"] = str(tick["change"])
-        out["change_percent"] = str(tick["change_percent"])
-    for key in ("volume", "oi", "oi_day_high", "oi_day_low", "last_traded_quantity", "exchange_timestamp",
-                "last_trade_time", "total_buy_quantity", "total_sell_quantity"):  # fmt: skip
-        if key in tick:
-            out[key] = tick[key]
-    if "ohlc" in tick:
-        out["ohlc"] = {k: str(v) for k, v in tick["ohlc"].items()}
-    if "average_traded_price" in tick:
-        out["average_traded_price"] = str(tick["average_traded_price"])
-    book = tick.get("depth")
-    if book:
-        best_bid, best_ask = book["buy"][0], book["sell"][0]
-        if best_bid["quantity"]:
-            out["bid"], out["bid_quantity"] = str(best_bid["price"]), best_bid["quantity"]
-        if best_ask["quantity"]:
-            out["ask"], out["ask_quantity"] = str(best_ask["price"]), best_ask["quantity"]
-    return out
-
-
-# --- the service ------------------------------------------------------------------------------
-
-
-class Ingestion:
+class IngestionEngine:
     def __init__(self, *, url: str, credentials: Callable[[], tuple[str, str]], feed: str) -> None:
         self.url = url
         self._credentials = credentials
@@ -184,20 +74,15 @@ class Ingestion:
         self.meta: dict[int, dict[str, Any]] = {}
         self.active_total = 0
         self.overflow: list[int] = []
-        self.pending: dict[int, dict[str, Any]] = {}
         self.ticks_total = 0
         self.last_tick_at: float | None = None
         self.started_at = timezone.now()
         self._reload = asyncio.Event()
-        self._layer = get_channel_layer()
         self._db = sync_to_async(lambda fn, *a: fn(*a), thread_sensitive=True)
-        self._publish_errors = 0
-        self.messages_published = 0
+        self.publisher = TickPublisher(meta=lambda: self.meta, db=self._db)
         self._rate = 0.0
-        self._to_store: dict[int, str] = {}
         self._order_tasks: set[asyncio.Task[Any]] = set()
         self._token_mtime: float | None = None
-        self._store_task: asyncio.Task[None] | None = None
 
     async def _credentials_async(self) -> tuple[str, str]:
         return await self._db(self._credentials)
@@ -209,7 +94,7 @@ class Ingestion:
         helpers = [
             asyncio.create_task(self._listen_loop(stop), name="listen"),
             asyncio.create_task(self._follow(stop), name="follow-active-set"),
-            asyncio.create_task(self._publish_loop(stop), name="publish"),
+            asyncio.create_task(self.publisher.run(stop, self.publish_interval), name="publish"),
             asyncio.create_task(self._status_loop(stop), name="status"),
         ]
         try:
@@ -228,12 +113,9 @@ class Ingestion:
                     await task
             if self._order_tasks:
                 await asyncio.wait(self._order_tasks, timeout=5)
-            await self._flush()
-            if self._store_task is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._store_task, 5)
+            await self.publisher.drain()
             with contextlib.suppress(Exception):
-                await self._db(_store_status, {**self.status(), "state": "stopped"})
+                await self._db(status_store, {**self.status(), "state": "stopped"})
             await self._db(_close_db)  # the worker thread's connection
             logger.info("ingestion stopped")
 
@@ -247,7 +129,7 @@ class Ingestion:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
-                listener = await self._db(_open_listener)
+                listener = await self._db(active_set_listener)
             except Exception:  # noqa: BLE001 - polling still follows the set
                 logger.exception("LISTEN %s failed; following the active set by polling", NOTIFY_CHANNEL)
                 await _sleep_unless(stop, 30)
@@ -307,7 +189,7 @@ class Ingestion:
         self._token_mtime = mtime
 
     async def reload(self) -> None:
-        rows = await self._db(_load_active)
+        rows = await self._db(active_set_load)
         ordered = [(row["instrument_token"], row["stream_mode"]) for row in rows]
         current = [c.desired for c in self.connections]
         shards, overflow = shard(ordered, current=current, per_connection=self.per_connection,
@@ -353,11 +235,7 @@ class Ingestion:
     # --- ticks in ---------------------------------------------------------------------------
 
     def _on_ticks(self, ticks: list[dict[str, Any]]) -> None:
-        pending, meta = self.pending, self.meta
-        for tick in ticks:
-            token = tick["instrument_token"]
-            if token in meta:
-                pending[token] = tick
+        self.publisher.add(ticks)
         self.ticks_total += len(ticks)
         self.last_tick_at = time.monotonic()
 
@@ -371,60 +249,6 @@ class Ingestion:
         self._order_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("the OMS could not take an order update", exc_info=task.exception())
-
-    # --- ticks out --------------------------------------------------------------------------
-
-    async def _publish_loop(self, stop: asyncio.Event) -> None:
-        next_at = time.monotonic()
-        while not stop.is_set():
-            next_at += self.publish_interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            await self._flush()
-            if time.monotonic() > next_at + self.publish_interval:
-                next_at = time.monotonic()  # fell behind: do not try to catch up in a burst
-
-    async def _flush(self) -> None:
-        """Publish the ticks that arrived since the last flush (the latest per instrument)
-        to the dashboards first, then hand them to the cache writer in the background."""
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, {}
-        meta = self.meta
-        # Serialised once here, not once per browser: the message carries [token, JSON]
-        # pairs that consumers merge by token and splice into their frames.
-        pairs = [(token, _dumps(present(tick, meta.get(token, {})))) for token, tick in batch.items()]
-        self._to_store.update(pairs)
-        if self._store_task is None or self._store_task.done():
-            self._store_task = asyncio.create_task(self._store())
-        if self._layer is None:
-            return
-        messages = [pairs[i : i + MESSAGE_TICKS] for i in range(0, len(pairs), MESSAGE_TICKS)]
-        results = await asyncio.gather(
-            *(
-                self._layer.group_send(TICKS_GROUP, {"type": "ticks.batch", "ticks": ticks})
-                for ticks in messages
-            ),
-            return_exceptions=True,
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        self.messages_published += len(results) - len(failures)
-        if failures:
-            # The next batch carries the latest state anyway; say so without flooding the log.
-            self._publish_errors += len(failures)
-            if self._publish_errors == len(failures) or self._publish_errors % 1000 < len(failures):
-                logger.error("publishing ticks to the channel layer failed (%s times): %r", self._publish_errors,
-                             failures[0])  # fmt: skip
-        else:
-            self._publish_errors = 0
-
-    async def _store(self) -> None:
-        """Write the latest ticks to the cache until nothing is left to write."""
-        while self._to_store:
-            batch, self._to_store = self._to_store, {}
-            try:
-                await self._db(latest_store, batch)
-            except Exception:  # noqa: BLE001
-                logger.exception("could not store the latest ticks in the cache")
 
     # --- health ------------------------------------------------------------------------------
 
@@ -455,7 +279,7 @@ class Ingestion:
             "over_limit": len(self.overflow),
             "ticks_per_second": self._rate,
             "ticks_total": self.ticks_total,
-            "messages_published": self.messages_published,
+            "messages_published": self.publisher.messages_published,
             "last_tick_age": round(now - self.last_tick_at, 1) if self.last_tick_at else None,
             "reconnects": sum(c.reconnects for c in self.connections),
             "error": next((c["error"] for c in connections if c["error"]), ""),
@@ -466,6 +290,7 @@ class Ingestion:
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         last_total, last_at = self.ticks_total, time.monotonic()
+        layer = self.publisher.layer
         while not stop.is_set():
             await asyncio.sleep(1.0)
             now = time.monotonic()
@@ -473,25 +298,11 @@ class Ingestion:
             last_total, last_at = self.ticks_total, now
             status = self.status()
             try:
-                await self._db(_store_status, status)
-                if self._layer is not None:
-                    await self._layer.group_send(TICKS_GROUP, {"type": "feed.status", "status": status})
+                await self._db(status_store, status)
+                if layer is not None:
+                    await layer.group_send(TICKS_GROUP, {"type": "feed.status", "status": status})
             except Exception:  # noqa: BLE001
                 logger.warning("could not publish the feed status", exc_info=True)
-
-
-def feed_status() -> dict[str, Any] | None:
-    """The ingestion's last heartbeat, or None if no ingestion has reported recently."""
-    try:
-        status = cache.get(STATUS_KEY)
-    except Exception:  # noqa: BLE001 - the cache being down is reported by /healthz itself
-        return None
-    if not status:
-        return None
-    updated = datetime.fromisoformat(status["updated_at"])
-    status["heartbeat_age"] = round((timezone.now() - updated).total_seconds(), 1)
-    status["running"] = status.get("state") != "stopped" and status["heartbeat_age"] < 10
-    return status
 
 
 async def ingestion_run(
@@ -506,11 +317,13 @@ async def ingestion_run(
             port=simulator_port, api_key=SIMULATOR_CREDENTIALS[0], access_token=SIMULATOR_CREDENTIALS[1],
             price_lookup=sync_to_async(simulator_seeds, thread_sensitive=True),
         ).start()  # fmt: skip
-        service = Ingestion(url=simulator.url, credentials=lambda: SIMULATOR_CREDENTIALS, feed="simulator")
+        engine = IngestionEngine(
+            url=simulator.url, credentials=lambda: SIMULATOR_CREDENTIALS, feed="simulator"
+        )
     else:
-        service = Ingestion(url=settings.KITE_TICKER_URL, credentials=kite_credentials, feed="kite")
+        engine = IngestionEngine(url=settings.KITE_TICKER_URL, credentials=kite_credentials, feed="kite")
     try:
-        await service.run(stop)
+        await engine.run(stop)
     finally:
         if simulator is not None:
             await simulator.stop()

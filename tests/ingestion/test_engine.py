@@ -1,4 +1,4 @@
-"""The ingestion service against the simulator and the real database."""
+"""The ingestion engine against the simulator and the real database."""
 
 import asyncio
 import json
@@ -9,9 +9,11 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.test import override_settings
 
+from ingestion.engine import IngestionEngine
 from ingestion.feed.simulator import KiteSimulator
 from ingestion.latest import latest_ticks
-from ingestion.service import TICKS_GROUP, Ingestion, feed_status
+from ingestion.publisher import TICKS_GROUP
+from ingestion.status import feed_status
 from instruments.models import Instrument
 from tests.conftest import requires_postgres
 from tests.factories import InstrumentFactory
@@ -21,13 +23,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FAST = {"INGESTION_PUBLISH_INTERVAL": 0.05, "INGESTION_POLL_SECONDS": 0.3}
 
 
-async def run_service(body, **simulator_options):
+async def run_engine(body, **simulator_options):
     simulator = await KiteSimulator(interval=0.05, **simulator_options).start()
-    service = Ingestion(url=simulator.url, credentials=lambda: ("key", "token"), feed="simulator")
+    engine = IngestionEngine(url=simulator.url, credentials=lambda: ("key", "token"), feed="simulator")
     stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
+    task = asyncio.create_task(engine.run(stop))
     try:
-        await body(service, simulator)
+        await body(engine, simulator)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
@@ -45,7 +47,7 @@ def test_streams_exactly_the_active_set_in_its_modes_and_publishes_batches():
     InstrumentFactory(is_active=False)
     layer = get_channel_layer()
 
-    async def body(service, simulator):
+    async def body(engine, simulator):
         channel = await layer.new_channel()
         await layer.group_add(TICKS_GROUP, channel)
         await eventually(lambda: (simulator.subscribed() == {a.instrument_token: "full", b.instrument_token: "ltp"}),
@@ -69,7 +71,7 @@ def test_streams_exactly_the_active_set_in_its_modes_and_publishes_batches():
         status = feed_status()
         assert status["state"] == "connected" and status["running"] and status["capacity"] == 9000
 
-    asyncio.run(run_service(body))
+    asyncio.run(run_engine(body))
 
 
 @override_settings(**FAST)
@@ -77,7 +79,7 @@ def test_follows_admin_style_changes_without_restart():
     a = InstrumentFactory(is_active=True)
     b = InstrumentFactory(is_active=False)
 
-    async def body(service, simulator):
+    async def body(engine, simulator):
         await eventually(lambda: set(simulator.subscribed()) == {a.instrument_token}, what="initial")
         started = time.monotonic()
         await _orm(lambda: Instrument.objects.filter(pk=b.pk).update(is_active=True, stream_mode="full"))
@@ -87,7 +89,7 @@ def test_follows_admin_style_changes_without_restart():
         assert time.monotonic() - started < 2.0
         assert simulator.connections_total == 1  # no reconnect
 
-    asyncio.run(run_service(body))
+    asyncio.run(run_engine(body))
 
 
 async def _orm(fn):
@@ -113,7 +115,7 @@ def activate_by_raw_sql(pk):
 def test_follows_a_raw_sql_update_through_listen_notify():
     a = InstrumentFactory(is_active=False)
 
-    async def body(service, simulator):
+    async def body(engine, simulator):
         await asyncio.sleep(0.5)  # the first read is done, the next poll is a minute away
         assert simulator.subscribed() == {}
         started = time.monotonic()
@@ -122,20 +124,20 @@ def test_follows_a_raw_sql_update_through_listen_notify():
                          what="notify")  # fmt: skip
         assert time.monotonic() - started < 2.0
 
-    asyncio.run(run_service(body))
+    asyncio.run(run_engine(body))
 
 
 @override_settings(KITE_TICKER_MAX_PER_CONNECTION=2, KITE_TICKER_MAX_CONNECTIONS=2, **FAST)
 def test_spreads_over_connections_and_says_when_the_set_is_too_big(caplog):
     instruments = InstrumentFactory.create_batch(5, is_active=True)
 
-    async def body(service, simulator):
+    async def body(engine, simulator):
         await eventually(lambda: (simulator.client_count == 2 and len(simulator.subscribed()) == 4),
                          what="two connections")  # fmt: skip
-        assert service.overflow == [instruments[4].instrument_token]  # the last in stable (id) order
+        assert engine.overflow == [instruments[4].instrument_token]  # the last in stable (id) order
         await eventually(lambda: (feed_status() or {}).get("over_limit") == 1, what="status")
 
-    asyncio.run(run_service(body))
+    asyncio.run(run_engine(body))
     assert "exceed the feed's capacity of 4" in caplog.text
 
 
@@ -145,13 +147,13 @@ def test_order_updates_reach_the_oms_hook(monkeypatch):
     monkeypatch.setattr("oms.services.order_update_from_feed", lambda *, data: calls.append(data))
     InstrumentFactory(is_active=True)
 
-    async def body(service, simulator):
+    async def body(engine, simulator):
         await eventually(lambda: simulator.client_count == 1, what="connected")
         await asyncio.sleep(0.2)
         await simulator.send_order_update({"order_id": "220303000308932", "status": "COMPLETE"})
         await eventually(lambda: bool(calls), what="hook")
 
-    asyncio.run(run_service(body))
+    asyncio.run(run_engine(body))
     assert calls == [{"order_id": "220303000308932", "status": "COMPLETE"}]
 
 
@@ -168,7 +170,7 @@ def test_a_broken_listen_connection_is_replaced():
             )
             return cursor.rowcount
 
-    async def body(service, simulator):
+    async def body(engine, simulator):
         await asyncio.sleep(0.5)
         assert await _orm(kill_listeners) == 1
         await asyncio.sleep(0.5)
@@ -178,12 +180,12 @@ def test_a_broken_listen_connection_is_replaced():
                          what="re-listen")  # fmt: skip
         assert simulator.connections_total == 1  # the feed connection itself was untouched
 
-    asyncio.run(run_service(body))
+    asyncio.run(run_engine(body))
 
 
 def test_a_rewritten_token_file_retries_a_refused_feed_at_once(tmp_path):
+    from ingestion.credentials import kite_credentials
     from ingestion.feed.simulator import KiteSimulator
-    from ingestion.service import kite_credentials
 
     InstrumentFactory(is_active=True)
     token_file = tmp_path / "kite_token"
@@ -191,15 +193,15 @@ def test_a_rewritten_token_file_retries_a_refused_feed_at_once(tmp_path):
 
     async def run():
         simulator = await KiteSimulator(api_key="key", access_token="today", interval=0.05).start()
-        service = Ingestion(url=simulator.url, credentials=kite_credentials, feed="kite")
+        engine = IngestionEngine(url=simulator.url, credentials=kite_credentials, feed="kite")
         stop = asyncio.Event()
-        task = asyncio.create_task(service.run(stop))
+        task = asyncio.create_task(engine.run(stop))
         try:
-            await eventually(lambda: service.status()["state"] == "auth_failed", what="refused")
+            await eventually(lambda: engine.status()["state"] == "auth_failed", what="refused")
             token_file.write_text("today\n")  # the morning login job
             # The refused connection waits a minute before retrying on its own; the
             # rewritten file wakes it well before that.
-            await eventually(lambda: service.status()["state"] == "connected", timeout=5, what="woken")
+            await eventually(lambda: engine.status()["state"] == "connected", timeout=5, what="woken")
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
