@@ -19,6 +19,17 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 REDACTED = "********"
 _MIN_SECRET_LENGTH = 4
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
+# Credentials by their shape, whatever their value: ``access_token=...`` in a query string
+# or form body (a URL in an exception, an access-log line), and Kite's
+# ``Authorization: token api_key:access_token``.
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>\b(?:access_token|request_token|refresh_token|api_secret|api_key|enctoken|password|passwd|"
+    r"secret|token|checksum)=)(?P<value>[^&\s'\"<>;,]+)",
+    re.I,
+)
+_AUTHORIZATION = re.compile(
+    r"(?P<scheme>\b(?:token|bearer|basic)\s+)(?P<value>[\w.~+/=-]+:[\w.~+/=-]+)", re.I
+)
 
 _runtime_secrets: set[str] = set()
 _lock = threading.Lock()
@@ -60,11 +71,15 @@ def url_for_display(url: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
-    """``text`` with secret values and URL passwords replaced by a fixed mask."""
+    """``text`` with secret values, URL passwords, credential query parameters
+    (``access_token=...``) and Kite authorization values replaced by a fixed mask."""
     for secret in secret_values() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    if "=" in text:
+        text = _SECRET_PARAMETER.sub(lambda m: f"{m['name']}{REDACTED}", text)
+    return _AUTHORIZATION.sub(lambda m: f"{m['scheme']}{REDACTED}", text)
 
 
 class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):

@@ -72,3 +72,30 @@ except ValueError:
     assert "ValueError" in output
     for secret in ("kiteapikey42", ACCESS_TOKEN, API_SECRET, REDIS_PASSWORD):
         assert secret not in output, f"{secret} leaked into the log"
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        (
+            "InvalidURI: wss://ws.kite.trade/?api_key=k3y&access_token=unknown-token-123 isn't valid",
+            "unknown-token-123",
+        ),
+        ('GET /x?access_token=unknown-token-123&tokens=256265 HTTP/1.1" 404', "unknown-token-123"),
+        ("Authorization: token someapikey:unknown-token-123", "unknown-token-123"),
+        ("request_token=unknown-token-123&checksum=abc", "unknown-token-123"),
+    ],
+)
+def test_credentials_are_masked_by_their_shape_whatever_their_value(text, leaked):
+    """A token the portal never heard of (yesterday's, someone else's) is masked too."""
+    from tradingportal.security import REDACTED, redact
+
+    masked = redact(text)
+    assert leaked not in masked and REDACTED in masked
+
+
+def test_ordinary_parameters_are_left_alone():
+    from tradingportal.security import redact
+
+    text = "GET /api/ticks/latest/?tokens=256265,738561&instrument_token=5 HTTP/1.1"
+    assert redact(text) == text
