@@ -1,1 +1,391 @@
-"""Orders, positions and their audit trail arrive with the order-management issue."""
+"""Orders, fills, positions, the audit trail, the kill switch and daily statistics.
+
+Money and prices are ``Decimal`` columns (prices to 4 places, as Kite's CDS prices need;
+values and P&L to 4; the open cost of a position to 8), quantities are integers in
+units. Nothing here writes status, trades or positions: ``oms.services`` does, through
+the one update service (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from oms import state
+
+ZERO = Decimal(0)
+
+
+def price_field(**options: Any) -> Any:
+    return models.DecimalField(max_digits=18, decimal_places=4, **options)
+
+
+def value_field(**options: Any) -> Any:
+    return models.DecimalField(max_digits=22, decimal_places=4, **options)
+
+
+def cost_field(**options: Any) -> Any:
+    return models.DecimalField(max_digits=26, decimal_places=8, **options)
+
+
+class Mode(models.TextChoices):
+    PAPER = "PAPER", "Paper (simulated fills)"
+    LIVE = "LIVE", "Live (orders go to Kite)"
+
+
+class Strategy(models.Model):
+    """Who an order is for: its mode (paper or live), capital and risk limits.
+
+    A blank limit means the global one from settings (``OMS_*``). Credentials alone never
+    make a strategy live: only ``mode`` does, set by a person with the permission.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.PAPER)
+    enabled = models.BooleanField(default=True, help_text="Disabled strategies cannot place orders.")
+    capital = value_field(default=ZERO, help_text="Capital for the risk-per-trade rule (rupees).")
+    description = models.CharField(max_length=200, blank=True, default="")
+    # Per-strategy risk limits; blank = the global setting.
+    max_order_quantity = models.PositiveIntegerField(null=True, blank=True)
+    max_order_value = value_field(null=True, blank=True)
+    max_position_quantity = models.PositiveIntegerField(null=True, blank=True)
+    max_open_positions = models.PositiveIntegerField(null=True, blank=True)
+    max_risk_per_trade_percent = models.DecimalField(max_digits=6, decimal_places=3, null=True, blank=True)
+    min_reward_risk = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True)
+    max_daily_loss = value_field(null=True, blank=True)
+    max_drawdown = value_field(null=True, blank=True)
+    max_position_loss = value_field(null=True, blank=True)
+    price_band_percent = models.DecimalField(max_digits=6, decimal_places=3, null=True, blank=True)
+    max_order_to_trade_ratio = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "strategies"
+        ordering = ["name"]
+        permissions = [("change_strategy_mode", "Can switch a strategy between paper and live")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StrategyAccess(models.Model):
+    """Ties an API user to one strategy: that user places and sees only its orders."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oms_access")
+    strategy = models.ForeignKey(Strategy, on_delete=models.CASCADE, related_name="users")
+
+    class Meta:
+        verbose_name = "API user's strategy"
+        verbose_name_plural = "API users' strategies"
+
+    def __str__(self) -> str:
+        return f"{self.user} -> {self.strategy}"
+
+
+class Order(models.Model):
+    class TransactionType(models.TextChoices):
+        BUY = "BUY"
+        SELL = "SELL"
+
+    class Product(models.TextChoices):
+        CNC = "CNC"
+        NRML = "NRML"
+        MIS = "MIS"
+        MTF = "MTF"
+
+    class OrderType(models.TextChoices):
+        MARKET = "MARKET"
+        LIMIT = "LIMIT"
+        SL = "SL"
+        SLM = "SL-M"
+
+    class Validity(models.TextChoices):
+        DAY = "DAY"
+        IOC = "IOC"
+        TTL = "TTL"
+
+    class Variety(models.TextChoices):
+        REGULAR = "regular"
+        AMO = "amo"
+        CO = "co"
+        ICEBERG = "iceberg"
+
+    STATUS_CHOICES = [(s, s) for s in sorted(state.ALL)]
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="orders")
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="oms_orders"
+    )
+    source = models.CharField(max_length=32, default="api", help_text="api, admin, kill_switch, risk_monitor")
+    instrument = models.ForeignKey(
+        "instruments.Instrument", on_delete=models.PROTECT, related_name="orders",
+        help_text="The listed contract at placement.",
+    )  # fmt: skip
+    exchange = models.CharField(max_length=16)
+    tradingsymbol = models.CharField(max_length=64)
+    instrument_token = models.BigIntegerField()
+    transaction_type = models.CharField(max_length=4, choices=TransactionType.choices)
+    quantity = models.PositiveIntegerField()
+    product = models.CharField(max_length=4, choices=Product.choices)
+    order_type = models.CharField(max_length=6, choices=OrderType.choices)
+    price = price_field(default=ZERO)
+    trigger_price = price_field(default=ZERO)
+    validity = models.CharField(max_length=3, choices=Validity.choices, default=Validity.DAY)
+    validity_ttl = models.PositiveIntegerField(null=True, blank=True, help_text="Minutes, for TTL.")
+    variety = models.CharField(max_length=8, choices=Variety.choices, default=Variety.REGULAR)
+    tag = models.CharField(max_length=20, blank=True, default="")
+    # Our own extensions for the risk rules (not sent to the broker).
+    stop_loss = price_field(null=True, blank=True)
+    target = price_field(null=True, blank=True)
+
+    broker = models.CharField(max_length=8, default="paper")
+    # NULL until the broker answers: unique only once set (a partial unique index).
+    broker_order_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    exchange_order_id = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=32, choices=STATUS_CHOICES, default=state.PUT_ORDER_REQ_RECEIVED)
+    status_message = models.TextField(blank=True, default="")
+    risk_rule = models.CharField(max_length=32, blank=True, default="", help_text="The rule that refused it.")
+    filled_quantity = models.PositiveIntegerField(default=0)
+    pending_quantity = models.PositiveIntegerField(default=0)
+    cancelled_quantity = models.PositiveIntegerField(default=0)
+    average_price = price_field(default=ZERO)
+    fill_value = value_field(default=ZERO, help_text="Sum of quantity x price of the fills.")
+    idempotency_key = models.CharField(max_length=128)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    status_sequence = models.BigIntegerField(
+        default=0, help_text="Sequence of the last applied broker status (stale updates are ignored)."
+    )
+    placed_at = models.DateTimeField(db_index=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-placed_at", "-id"]
+        permissions = [("place_order", "Can place, modify and cancel orders")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["placed_by", "idempotency_key"], name="oms_order_idempotency_uniq"
+            ),
+            models.UniqueConstraint(
+                fields=["broker", "broker_order_id"],
+                condition=Q(broker_order_id__isnull=False),
+                name="oms_order_broker_id_uniq",
+            ),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="oms_order_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(filled_quantity__lte=models.F("quantity")), name="oms_order_never_overfilled"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["strategy", "-placed_at"], name="oms_order_strategy_idx"),
+            models.Index(
+                fields=["broker", "instrument_token"],
+                condition=Q(status__in=sorted(state.WORKING | state.PENDING)),
+                name="oms_order_working_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.transaction_type} {self.quantity} {self.exchange}:{self.tradingsymbol}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return state.is_terminal(self.status)
+
+
+class Trade(models.Model):
+    """One fill. ``trade_id`` is the broker's (the paper broker generates them alike)."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="trades")
+    broker = models.CharField(max_length=8, default="paper")
+    trade_id = models.CharField(max_length=64)
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="trades")
+    instrument = models.ForeignKey("instruments.Instrument", on_delete=models.PROTECT, related_name="trades")
+    exchange = models.CharField(max_length=16)
+    tradingsymbol = models.CharField(max_length=64)
+    instrument_token = models.BigIntegerField()
+    product = models.CharField(max_length=4)
+    transaction_type = models.CharField(max_length=4)
+    quantity = models.PositiveIntegerField()
+    price = price_field()
+    realised = value_field(default=ZERO, help_text="P&L this fill realised.")
+    filled_at = models.DateTimeField(db_index=True)
+    exchange_order_id = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["-filled_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["broker", "trade_id"], name="oms_trade_broker_id_uniq"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="oms_trade_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trade_id}: {self.transaction_type} {self.quantity} {self.tradingsymbol} @ {self.price}"
+
+
+class Position(models.Model):
+    """Net position per strategy, instrument and product (see ``oms.pnl``)."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(
+        "instruments.Instrument", on_delete=models.PROTECT, related_name="positions"
+    )
+    exchange = models.CharField(max_length=16)
+    tradingsymbol = models.CharField(max_length=64)
+    instrument_token = models.BigIntegerField()
+    product = models.CharField(max_length=4)
+    quantity = models.IntegerField(default=0, help_text="Net quantity; negative is short.")
+    average_price = price_field(default=ZERO)
+    open_cost = cost_field(default=ZERO)
+    buy_quantity = models.PositiveIntegerField(default=0)
+    buy_value = value_field(default=ZERO)
+    sell_quantity = models.PositiveIntegerField(default=0)
+    sell_value = value_field(default=ZERO)
+    realised = value_field(default=ZERO)
+    last_price = price_field(null=True, blank=True)
+    unrealised = value_field(default=ZERO)
+    m2m = value_field(default=ZERO, help_text="The day's mark to market.")
+    # The day's own trades and what was carried in (for the day's MTM).
+    day = models.DateField(null=True, blank=True, help_text="The trading day the day_* fields are for.")
+    day_buy_quantity = models.PositiveIntegerField(default=0)
+    day_buy_value = value_field(default=ZERO)
+    day_sell_quantity = models.PositiveIntegerField(default=0)
+    day_sell_value = value_field(default=ZERO)
+    overnight_quantity = models.IntegerField(default=0)
+    close_price = price_field(default=ZERO, help_text="The mark the overnight quantity came in at.")
+    marked_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["strategy", "exchange", "tradingsymbol"]
+        constraints = [
+            models.UniqueConstraint(fields=["strategy", "instrument", "product"], name="oms_position_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.strategy} {self.exchange}:{self.tradingsymbol} {self.product} {self.quantity}"
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.realised + self.unrealised
+
+
+class OrderEvent(models.Model):
+    """The append-only audit trail: every state change, fill and refusal, and its cause."""
+
+    class Kind(models.TextChoices):
+        PLACED = "placed"
+        RISK_REJECTED = "risk_rejected"
+        STATUS = "status"
+        FILL = "fill"
+        DUPLICATE_FILL = "duplicate_fill"
+        CONFLICTING_FILL = "conflicting_fill"
+        OVERFILL = "overfill"
+        ILLEGAL_TRANSITION = "illegal_transition"
+        STALE_UPDATE = "stale_update"
+        MODIFY = "modify"
+        MODIFY_REFUSED = "modify_refused"
+        CANCEL = "cancel"
+        CANCEL_REFUSED = "cancel_refused"
+        BROKER_ERROR = "broker_error"
+        WARNING = "warning"
+        UNKNOWN_ORDER = "unknown_order"
+
+    class Source(models.TextChoices):
+        API = "api", "API user"
+        ADMIN = "admin", "Admin"
+        PAPER = "paper", "Paper broker"
+        POSTBACK = "postback", "Kite postback"
+        TICKER = "ticker", "Ticker order update"
+        POLL = "poll", "Order-book poll"
+        RECONCILE = "reconcile", "Reconciliation"
+        RISK = "risk", "Risk validator"
+        RISK_MONITOR = "risk_monitor", "Risk monitor"
+        KILL_SWITCH = "kill_switch", "Kill switch"
+        SYSTEM = "system", "System"
+
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    broker_order_id = models.CharField(max_length=64, blank=True, default="")
+    at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.CharField(max_length=150, blank=True, default="", help_text="User name, or the process.")
+    old_status = models.CharField(max_length=32, blank=True, default="")
+    new_status = models.CharField(max_length=32, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True, help_text="What the broker sent (redacted).")
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["order", "at"], name="oms_event_order_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S} {self.kind} {self.old_status}->{self.new_status}"
+
+
+class TradingState(models.TextChoices):
+    ACTIVE = "ACTIVE", "Active: orders flow"
+    REDUCING = "REDUCING", "Reducing: only orders that reduce a position"
+    HALTED = "HALTED", "Halted: no new orders"
+
+
+class KillSwitchEvent(models.Model):
+    """Each engage or release of the kill switch; the latest one is the trading state."""
+
+    state = models.CharField(max_length=8, choices=TradingState.choices)
+    strategy = models.ForeignKey(
+        Strategy, null=True, blank=True, on_delete=models.CASCADE, related_name="kill_switch_events",
+        help_text="Blank: the whole desk.",
+    )  # fmt: skip
+    at = models.DateTimeField(db_index=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    automatic = models.BooleanField(default=False)
+    rule = models.CharField(max_length=32, blank=True, default="", help_text="The rule that engaged it.")
+    reason = models.TextField(blank=True, default="")
+    cancel_open = models.BooleanField(default=False)
+    square_off = models.BooleanField(default=False)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        permissions = [("operate_kill_switch", "Can engage and release the kill switch")]
+
+    def __str__(self) -> str:
+        who = "automatic" if self.automatic else (self.by.get_username() if self.by else "system")
+        return f"{self.state} at {self.at:%Y-%m-%d %H:%M:%S} by {who}"
+
+    @property
+    def engaged(self) -> bool:
+        return self.state != TradingState.ACTIVE
+
+
+class DailyStats(models.Model):
+    """Per strategy and trading day: counts, P&L and the day's peak (for drawdown)."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.CASCADE, related_name="daily_stats")
+    day = models.DateField()
+    orders = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    trades = models.PositiveIntegerField(default=0)
+    turnover = value_field(default=ZERO)
+    realised = value_field(default=ZERO)
+    unrealised = value_field(default=ZERO)
+    peak_pnl = value_field(default=ZERO)
+    max_drawdown = value_field(default=ZERO)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "strategy"]
+        verbose_name_plural = "daily stats"
+        constraints = [models.UniqueConstraint(fields=["strategy", "day"], name="oms_dailystats_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.strategy} {self.day}"
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.realised + self.unrealised

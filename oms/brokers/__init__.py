@@ -1,0 +1,1 @@
+"""Brokers behind one interface (``base.Broker``): the paper broker now, Kite next."""

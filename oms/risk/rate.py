@@ -1,0 +1,47 @@
+"""Rules on how fast orders go out (Kite allows 10 orders a second per API key)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.cache import cache
+
+from oms.risk.context import RiskContext
+
+logger = logging.getLogger(__name__)
+RATE_KEY = "oms:orders:second:{}"
+REFUSED_KEY = "oms:orders:rate-refused:{}"
+
+
+def _count(key: str, timeout: int) -> int:
+    """Atomically add one to a counter shared by every process (Redis; locmem in-process)."""
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=timeout)
+        return 1
+
+
+def rate_limit(ctx: RiskContext) -> str | None:
+    """Run last: an order counts against the rate only when every other rule passed."""
+    second = int(ctx.now.timestamp())
+    limit = settings.OMS_ORDERS_PER_SECOND
+    if _count(RATE_KEY.format(second), timeout=5) <= limit:
+        return None
+    refused = _count(REFUSED_KEY.format(second // 60), timeout=120)
+    if refused == settings.OMS_RUNAWAY_REFUSALS_PER_MINUTE:
+        ctx.runaway = True
+    return f"more than {limit} orders in one second (Kite's limit per API key): slow down and retry"
+
+
+def order_to_trade(ctx: RiskContext) -> str | None:
+    """A warning, never a refusal: exchanges watch the ratio of orders to trades."""
+    ratio_limit = ctx.limits.max_order_to_trade_ratio
+    orders = ctx.orders_today + 1
+    if ratio_limit and orders > 10 and orders / max(ctx.trades_today, 1) > ratio_limit:
+        ctx.warnings.append(
+            f"order-to-trade ratio today is {orders}:{ctx.trades_today}, above {ratio_limit.normalize()}:1"
+        )
+    return None

@@ -1,0 +1,40 @@
+"""Rules on how big an order, and the position it leaves, may be."""
+
+from __future__ import annotations
+
+from oms.risk.context import RiskContext
+
+
+def max_quantity(ctx: RiskContext) -> str | None:
+    limit = ctx.limits.max_order_quantity
+    if ctx.request.quantity > limit:
+        return f"quantity {ctx.request.quantity} exceeds the maximum order quantity {limit}"
+    return None
+
+
+def max_order_value(ctx: RiskContext) -> str | None:
+    price = ctx.entry_price
+    if price is None:
+        return None  # a MARKET order without any price is refused by no_live_price
+    value = price * ctx.request.quantity
+    limit = ctx.limits.max_order_value
+    if value > limit:
+        return f"order value {value:.2f} exceeds the maximum order value {limit:.2f}"
+    return None
+
+
+def max_position(ctx: RiskContext) -> str | None:
+    resulting = ctx.resulting_position
+    limit = ctx.limits.max_position_quantity
+    if abs(resulting) > limit and abs(resulting) > abs(ctx.position_quantity):
+        return f"the position would be {resulting}, beyond the maximum position size {limit}"
+    return None
+
+
+def max_open_positions(ctx: RiskContext) -> str | None:
+    if ctx.position_quantity != 0:
+        return None  # not a new position
+    limit = ctx.limits.max_open_positions
+    if ctx.open_positions >= limit:
+        return f"{ctx.open_positions} positions are open, the maximum is {limit}: close one first"
+    return None

@@ -1,0 +1,127 @@
+"""Reads of the OMS: what a user may see, positions in Kite's shape, the day's P&L."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q, QuerySet, Sum
+from django.utils import timezone
+
+from oms import state
+from oms.models import DailyStats, Order, Position, StrategyAccess, Trade
+
+ZERO = Decimal(0)
+
+
+def _strategy_of(user: Any) -> int | None:
+    """The strategy an API user is tied to (None: not tied, sees every strategy)."""
+    if user is None or not getattr(user, "pk", None):
+        return None
+    return StrategyAccess.objects.filter(user=user).values_list("strategy_id", flat=True).first()
+
+
+def orders_visible_to(*, user: Any) -> QuerySet[Order]:
+    orders = Order.objects.select_related("strategy")
+    tied = _strategy_of(user)
+    return orders.filter(strategy_id=tied) if tied is not None else orders
+
+
+def trades_visible_to(*, user: Any) -> QuerySet[Trade]:
+    trades = Trade.objects.select_related("strategy", "order")
+    tied = _strategy_of(user)
+    return trades.filter(strategy_id=tied) if tied is not None else trades
+
+
+def positions_visible_to(*, user: Any) -> QuerySet[Position]:
+    """Open positions, and flat ones traded today (with their realised P&L)."""
+    today = timezone.localdate()
+    positions = Position.objects.select_related("strategy").filter(~Q(quantity=0) | Q(day=today))
+    tied = _strategy_of(user)
+    return positions.filter(strategy_id=tied) if tied is not None else positions
+
+
+def position_kite_shape(position: Position) -> dict[str, Any]:
+    return {
+        "strategy": position.strategy.name,
+        "tradingsymbol": position.tradingsymbol,
+        "exchange": position.exchange,
+        "instrument_token": position.instrument_token,
+        "product": position.product,
+        "quantity": position.quantity,
+        "overnight_quantity": position.overnight_quantity,
+        "multiplier": 1,
+        "average_price": position.average_price,
+        "close_price": position.close_price,
+        "last_price": position.last_price,
+        "pnl": position.realised + position.unrealised,
+        "realised": position.realised,
+        "unrealised": position.unrealised,
+        "m2m": position.m2m,
+        "buy_quantity": position.buy_quantity,
+        "buy_value": position.buy_value,
+        "sell_quantity": position.sell_quantity,
+        "sell_value": position.sell_value,
+        "day_buy_quantity": position.day_buy_quantity,
+        "day_buy_value": position.day_buy_value,
+        "day_sell_quantity": position.day_sell_quantity,
+        "day_sell_value": position.day_sell_value,
+        "marked_at": position.marked_at,
+    }
+
+
+def positions_kite_shape(*, broker: str | None = None, user: Any = None) -> list[dict[str, Any]]:
+    positions = positions_visible_to(user=user)
+    if broker is not None:
+        positions = positions.filter(strategy__mode="PAPER" if broker == "paper" else "LIVE")
+    return [position_kite_shape(p) for p in positions]
+
+
+def orders_as_broker_sees_them(*, broker: str) -> list[dict[str, Any]]:
+    today = timezone.localdate()
+    rows = Order.objects.filter(broker=broker, placed_at__date=today).exclude(status=state.RISK_REJECTED)
+    return [
+        {"order_id": o.broker_order_id, "tag": o.tag, "status": o.status, "quantity": o.quantity,
+         "filled_quantity": o.filled_quantity, "average_price": o.average_price, "tradingsymbol": o.tradingsymbol,
+         "exchange": o.exchange, "transaction_type": o.transaction_type}
+        for o in rows
+    ]  # fmt: skip
+
+
+def trades_as_broker_sees_them(*, broker: str) -> list[dict[str, Any]]:
+    today = timezone.localdate()
+    rows = Trade.objects.filter(broker=broker, filled_at__date=today).select_related("order")
+    return [
+        {"trade_id": t.trade_id, "order_id": t.order.broker_order_id, "quantity": t.quantity,
+         "average_price": t.price, "tradingsymbol": t.tradingsymbol, "exchange": t.exchange,
+         "transaction_type": t.transaction_type}
+        for t in rows
+    ]  # fmt: skip
+
+
+def pnl_today(*, user: Any = None) -> dict[str, Any]:
+    """Today's realised and unrealised P&L, in total and per strategy."""
+    today = timezone.localdate()
+    stats = DailyStats.objects.filter(day=today).select_related("strategy")
+    tied = _strategy_of(user)
+    if tied is not None:
+        stats = stats.filter(strategy_id=tied)
+    # Unrealised P&L from the positions as marked now (the statistics catch up every pass
+    # of the risk monitor).
+    open_pnl = dict(
+        Position.objects.exclude(quantity=0).values("strategy_id").annotate(total=Sum("unrealised"))
+        .values_list("strategy_id", "total")
+    )  # fmt: skip
+    strategies = []
+    for row in stats:
+        unrealised = open_pnl.get(row.strategy_id) or ZERO
+        strategies.append(
+            {"strategy": row.strategy.name, "mode": row.strategy.mode, "realised": row.realised,
+             "unrealised": unrealised, "pnl": row.realised + unrealised, "peak_pnl": row.peak_pnl,
+             "max_drawdown": row.max_drawdown, "orders": row.orders, "trades": row.trades,
+             "rejected": row.rejected, "turnover": row.turnover}
+        )  # fmt: skip
+    realised = sum((r["realised"] for r in strategies), ZERO)
+    unrealised = sum((r["unrealised"] for r in strategies), ZERO)
+    return {"day": today.isoformat(), "realised": realised, "unrealised": unrealised,
+            "pnl": realised + unrealised, "strategies": strategies}  # fmt: skip
