@@ -26,12 +26,16 @@ def _latest(strategy: Strategy | None) -> KillSwitchEvent | None:
     return events.order_by("-at", "-id").first()
 
 
+def _latest_state(strategy: Strategy | None) -> str:
+    events = KillSwitchEvent.objects.filter(strategy=strategy) if strategy else KillSwitchEvent.objects.filter(
+        strategy__isnull=True)  # fmt: skip
+    return next(iter(events.order_by("-at", "-id").values_list("state", flat=True)[:1]), TradingState.ACTIVE)
+
+
 def trading_state_of(*, strategy: Strategy | None = None) -> str:
-    desk = _latest(None)
-    states = [desk.state if desk else TradingState.ACTIVE]
+    states = [_latest_state(None)]
     if strategy is not None:
-        own = _latest(strategy)
-        states.append(own.state if own else TradingState.ACTIVE)
+        states.append(_latest_state(strategy))
     return max(states, key=lambda s: _STRICTNESS[TradingState(s)])
 
 

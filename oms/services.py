@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from instruments.models import Instrument
@@ -149,15 +149,16 @@ def order_place(*, request: OrderRequest, user: Any, idempotency_key: str, strat
     actor = user.get_username() if user is not None else source
     try:
         with transaction.atomic():
-            Strategy.objects.select_for_update().filter(pk=strategy.pk).first()
-            strategy.refresh_from_db()
-            ctx = risk_context(strategy=strategy, instrument=instrument, request=request,
-                               square_off=square_off)  # fmt: skip
+            # Placements of one strategy are serialised from here to the commit.
+            strategy = Strategy.objects.select_for_update().get(pk=strategy.pk)
+            stats = _day_stats(strategy)
+            ctx = risk_context(strategy=strategy, instrument=instrument, request=request, square_off=square_off,
+                               stats=stats)  # fmt: skip
             refusal = risk_check(ctx)
             order = _order_row(strategy=strategy, instrument=instrument, request=request, user=user, source=source,
                                idempotency_key=idempotency_key, fingerprint=fingerprint, refusal=refusal)  # fmt: skip
             _placement_events(order, refusal=refusal, warnings=ctx.warnings, actor=actor, source=source)
-            _count_order(strategy, rejected=refusal is not None)
+            _count_order(stats, rejected=refusal is not None)
             if ctx.runaway:
                 transaction.on_commit(_engage_for_runaway)
     except IntegrityError:
@@ -219,11 +220,17 @@ def _event_source(source: str) -> str:
     return source if source in OrderEvent.Source.values else OrderEvent.Source.SYSTEM
 
 
-def _count_order(strategy: Strategy, *, rejected: bool) -> None:
+def _day_stats(strategy: Strategy) -> DailyStats:
+    """Today's statistics row of ``strategy``, locked (the caller holds a transaction)."""
     now = timezone.now()
     stats, _ = DailyStats.objects.select_for_update().get_or_create(
         strategy=strategy, day=timezone.localdate(now), defaults={"updated_at": now}
     )
+    return stats
+
+
+def _count_order(stats: DailyStats, *, rejected: bool) -> None:
+    now = timezone.now()
     stats.orders += 1
     stats.rejected += int(rejected)
     stats.updated_at = now
@@ -262,15 +269,17 @@ def trading_state(*, strategy: Strategy | None = None) -> str:
     return trading_state_of(strategy=strategy)
 
 
-def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRequest,
-                 square_off: bool = False) -> RiskContext:  # fmt: skip
+def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRequest, square_off: bool = False,
+                 stats: DailyStats | None = None) -> RiskContext:  # fmt: skip
     from ingestion.latest import latest_tick
 
     now = timezone.now()
     today = timezone.localdate(now)
-    positions = Position.objects.filter(strategy=strategy)
-    position_quantity = sum(positions.filter(instrument=instrument).values_list("quantity", flat=True))
-    open_positions = positions.exclude(quantity=0).count()
+    book = Position.objects.filter(strategy=strategy).aggregate(
+        here=Sum("quantity", filter=Q(instrument=instrument), default=0),
+        open=Count("id", filter=~Q(quantity=0)),
+        unrealised=Sum("unrealised", filter=~Q(quantity=0), default=Decimal(0)),
+    )
     tick = latest_tick(instrument.instrument_token) if instrument.instrument_token else None
     reference = Decimal(tick["last_price"]) if tick and tick.get("last_price") else None
     live = None
@@ -278,13 +287,13 @@ def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRe
         received = datetime.fromisoformat(tick["received_at"])
         if (now - received).total_seconds() <= settings.OMS_MAX_PRICE_AGE_SECONDS:
             live = reference
-    stats = DailyStats.objects.filter(strategy=strategy, day=today).first()
-    unrealised = positions.exclude(quantity=0).aggregate(total=Sum("unrealised"))["total"] or Decimal(0)
-    day_pnl = (stats.realised if stats else Decimal(0)) + unrealised
+    if stats is None:
+        stats = DailyStats.objects.filter(strategy=strategy, day=today).first()
+    day_pnl = (stats.realised if stats else Decimal(0)) + Decimal(book["unrealised"])
     return RiskContext(
         request=request, strategy=strategy, instrument=instrument, limits=Limits.for_strategy(strategy),
-        trading_state=trading_state(strategy=strategy), today=today, now=now, position_quantity=position_quantity,
-        open_positions=open_positions, live_price=live, reference_price=reference,
+        trading_state=trading_state(strategy=strategy), today=today, now=now, position_quantity=int(book["here"]),
+        open_positions=book["open"], live_price=live, reference_price=reference,
         day_pnl=day_pnl, day_peak_pnl=max(stats.peak_pnl if stats else Decimal(0), day_pnl),
         orders_today=stats.orders if stats else 0, trades_today=stats.trades if stats else 0,
         square_off=square_off,
