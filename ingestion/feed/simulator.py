@@ -3,10 +3,15 @@
 Clients connect exactly as to Kite (``?api_key=...&access_token=...``), send JSON
 ``subscribe``/``unsubscribe``/``mode`` messages and receive binary frames: LTP, quote and
 full packets (index packets for INDICES tokens, currency prices in 10^-7 rupee), and a
-1-byte heartbeat every second when there is nothing else to send. Prices take a random
-walk in tick-size steps from each instrument's last price, so a dashboard moves
-plausibly. When ``api_key``/``access_token`` are configured, other credentials are
-refused at the handshake with HTTP 403, as Kite does.
+1-byte heartbeat every second when there is nothing else to send. When
+``api_key``/``access_token`` are configured, other credentials are refused at the
+handshake with HTTP 403, as Kite does.
+
+Prices come from ``simulated_market.py``: spots walk from their last known price,
+futures and options are priced off their underlying, and every packet's OHLC is
+consistent. ``price_lookup(tokens)`` says where each instrument starts: a ``Seed`` per
+token (``ingestion.simulator_seeds`` reads them from the database), or simply its last
+price as a ``Decimal``; tokens it does not know start from a default.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -28,38 +33,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ingestion.feed.protocol import (
-    DEFAULT_PLACES,
-    HEARTBEAT,
-    INDICES,
-    PRICE_PLACES,
-    build_frame,
-    pack_units,
-)
+from ingestion.feed.protocol import HEARTBEAT, build_frame, pack_units
+from ingestion.feed.simulated_market import Seed, SimulatedMarket
+from tradingportal.logging import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 
 MAX_PER_CONNECTION = 3000
 PACKETS_PER_FRAME = 500
 SLICES = 10
-PriceLookup = Callable[[list[int]], Awaitable[dict[int, Decimal]]]
-
-
-@dataclass
-class _Quote:
-    """One instrument's simulated market, in integer price units (paise, or 10^-7 for CDS)."""
-
-    places: int
-    price: int
-    close: int
-    step: int
-    volume: int = 0
-    oi: int = 0
-
-    def move(self, rng: random.Random) -> None:
-        self.price = max(self.step, self.price + self.step * rng.randint(-3, 3))
-        self.volume += rng.randint(1, 50) * 25
-        self.oi = max(0, self.oi + rng.randint(-10, 10) * 25)
+PriceLookup = Callable[[list[int]], Awaitable[Mapping[int, Seed | Decimal]]]
 
 
 @dataclass(eq=False)
@@ -78,7 +61,7 @@ class KiteSimulator:
         self.price_lookup = price_lookup
         self.stamp_send_time = stamp_send_time
         self._rng = random.Random(seed)
-        self._quotes: dict[int, _Quote] = {}
+        self.market = SimulatedMarket(rng=self._rng, slices=SLICES)
         self._clients: set[_Client] = set()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -179,42 +162,41 @@ class KiteSimulator:
                     client.modes[int(token)] = mode
 
     async def _ensure_quotes(self, tokens: list[int]) -> None:
-        missing = [t for t in tokens if t not in self._quotes]
+        quotes = self.market.quotes
+        missing = [t for t in tokens if t not in quotes]
         if not missing:
             return
-        prices: dict[int, Decimal] = {}
+        seeds: Mapping[int, Seed | Decimal] = {}
         if self.price_lookup:
             try:
-                prices = await self.price_lookup(missing)
+                seeds = await self.price_lookup(missing)
             except Exception:  # noqa: BLE001 - a simulator without prices still ticks
                 logger.exception("simulator could not read last prices")
+        now = time.time()
         for token in missing:
-            places = PRICE_PLACES.get(token & 0xFF, DEFAULT_PLACES)
-            default = Decimal("10000") if token & 0xFF == INDICES else Decimal("100")
-            price = prices.get(token) or default
-            units = int(price.scaleb(places).to_integral_value())
-            step = 5 * 10 ** (places - 2) if places >= 2 else 1  # 0.05 rupee
-            if token & 0xFF == 3:
-                step = 25_000  # CDS: 0.0025 rupee in 10^-7 units
-            self._quotes[token] = _Quote(places=places, price=units, close=units, step=step,
-                                         oi=self._rng.randint(1000, 100000) * 25)  # fmt: skip
+            if token not in quotes:  # another subscription may have added it meanwhile
+                self.market.add(token, seeds.get(token), now=now)
 
     # --- ticking ---------------------------------------------------------------------------
 
     def _packet(self, token: int, mode: str, now: int) -> bytes:
-        quote = self._quotes[token]
-        quote.move(self._rng)
-        last, step, rng = quote.price, quote.step, self._rng
+        quote = self.market.quotes[token]
+        last, step, lot, rng = quote.last, quote.step, quote.lot, self._rng
         depth: list[int] = []
-        for side in (-1, 1):
-            for level in range(1, 6):
-                depth += [rng.randint(1, 40) * 25, last + side * step * level, rng.randint(1, 9)]
-        oi_day_low = int(time.time() * 1000) & 0xFFFFFFFF if self.stamp_send_time else quote.oi
+        if mode == "full":
+            for side in (-1, 1):
+                for level in range(1, 6):
+                    price = last + side * step * level
+                    if price > 0:
+                        depth += [rng.randint(1, 40) * lot, price, rng.randint(1, 9)]
+                    else:
+                        depth += [0, 0, 0]  # no bid below one tick
+        oi_day_low = int(time.time() * 1000) & 0xFFFFFFFF if self.stamp_send_time else quote.oi_low
         return pack_units(
-            mode, token, last=last, close=quote.close, open_=quote.close, high=last + step * 10,
-            low=last - step * 10, average=last, volume=quote.volume, last_quantity=25,
+            mode, token, last=last, close=quote.close, open_=quote.open, high=quote.high, low=quote.low,
+            average=quote.average, volume=quote.volume, last_quantity=quote.last_quantity,
             buy_quantity=quote.volume // 3, sell_quantity=quote.volume // 4, last_trade_time=now, oi=quote.oi,
-            oi_day_high=quote.oi, oi_day_low=oi_day_low, exchange_timestamp=now, depth=depth,
+            oi_day_high=quote.oi_high, oi_day_low=oi_day_low, exchange_timestamp=now, depth=depth,
         )  # fmt: skip
 
     async def _tick_loop(self) -> None:
@@ -223,25 +205,37 @@ class KiteSimulator:
         step_seconds = self.interval / SLICES
         next_at = time.monotonic()
         step = 0
+        failures = RepeatedFailure(logger, "the simulator's tick loop")
         while True:
             next_at += step_seconds
-            now = int(time.time())
-            for client in list(self._clients):
-                try:
-                    if not client.modes:
-                        if step == 0:
-                            await client.connection.send(HEARTBEAT)
-                        continue
-                    items = [(t, m) for i, (t, m) in enumerate(client.modes.items())
-                             if i % SLICES == step and t in self._quotes]  # fmt: skip
-                    for start in range(0, len(items), PACKETS_PER_FRAME):
-                        chunk = items[start : start + PACKETS_PER_FRAME]
-                        await client.connection.send(build_frame([self._packet(t, m, now) for t, m in chunk]))
-                        self.frames_sent += 1
-                except ConnectionClosed:
-                    self._clients.discard(client)
+            try:
+                await self._tick_step(step)
+            except Exception as exc:  # noqa: BLE001 - a simulator that stops ticking looks like a dead feed
+                failures.failed(exc)
+            else:
+                failures.succeeded()
             step = (step + 1) % SLICES
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def _tick_step(self, step: int) -> None:
+        clock = time.time()
+        now = int(clock)
+        quotes = self.market.quotes
+        self.market.advance(step, clock)
+        for client in list(self._clients):
+            try:
+                if not client.modes:
+                    if step == 0:
+                        await client.connection.send(HEARTBEAT)
+                    continue
+                items = [(t, m) for t, m in client.modes.items()
+                         if (quote := quotes.get(t)) is not None and quote.slot == step]  # fmt: skip
+                for start in range(0, len(items), PACKETS_PER_FRAME):
+                    chunk = items[start : start + PACKETS_PER_FRAME]
+                    await client.connection.send(build_frame([self._packet(t, m, now) for t, m in chunk]))
+                    self.frames_sent += 1
+            except ConnectionClosed:
+                self._clients.discard(client)
 
     async def send_order_update(self, data: dict[str, Any]) -> None:
         """Send an order postback to every client, as Kite does on the ticker."""

@@ -11,7 +11,8 @@ from ingestion.simulator_seeds import simulator_seeds
 class Command(BaseCommand):
     help = (
         "Run the built-in Kite ticker simulator on its own, on loopback (point KITE_TICKER_URL at it). "
-        "Prices start from each instrument's last price in the database."
+        "Prices start from each instrument's last known price (the latest stored tick, else the dump's); "
+        "futures and options are priced off their underlying."
     )
 
     def add_arguments(self, parser):

@@ -1,12 +1,33 @@
 // Live ticks on the dashboard: one websocket, rows updated in place, reconnect with backoff.
+//
+// A row whose instrument the feed stopped streaming ({"type": "removed"}) turns grey,
+// marked "not streaming", with its last price. A row without a tick for STALE_SECONDS
+// during NSE hours (09:15-15:30 IST, Mon-Fri) is marked "stale". Time is the exchange's
+// timestamp in IST (full mode only: quote and LTP packets carry none), never the
+// browser's clock. Bid/Ask show only while a visible instrument streams in full mode
+// (Kite sends depth only then). No inline script anywhere: the page runs under a
+// Content-Security-Policy with script-src 'self'.
 (function () {
   "use strict";
   var SPARK_POINTS = 60;
+  var STALE_SECONDS = 5;
+  var REMOVED_GRACE_MS = 2000;  // ticks already in flight when the feed unsubscribed
+  var CLOCK_TOLERANCE_MS = 60000;  // received_at older than this is trusted over the browser's clock
+  var IST_OFFSET_MS = 330 * 60 * 1000;  // India has no daylight saving time
+  var MARKET_OPEN = 9 * 60 + 15, MARKET_CLOSE = 15 * 60 + 30;  // minutes after midnight IST
+  var TIME = new Intl.DateTimeFormat("en-GB", {
+    timeZone: "Asia/Kolkata", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23"
+  });
+  var DAY = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Kolkata", day: "2-digit", month: "short" });
+
   var table = document.getElementById("ticks");
   var body = table.tBodies[0];
   var wsState = document.getElementById("ws-state");
   var filterBox = document.getElementById("filter");
+  var depthNote = document.getElementById("depth-note");
   var history = {};
+  var removedAt = {};
+  var depthChanged = true;  // a row's depth, a filter or a removal changed: recount the Bid/Ask columns
   var socket = null;
   var retry = 0;
   var retryTimer = null;
@@ -17,6 +38,8 @@
     wsState.textContent = text;
   }
 
+  // --- rows ------------------------------------------------------------------------------
+
   function rowFor(tick) {
     var row = document.getElementById("row-" + tick.instrument_token);
     if (row) return row;
@@ -26,13 +49,14 @@
     row.id = "row-" + tick.instrument_token;
     row.dataset.token = tick.instrument_token;
     row.dataset.search = (tick.tradingsymbol + " " + tick.exchange).toLowerCase();
-    var cells = '<td class="sym"></td><td></td>';
+    var cells = '<td class="sym"><span class="name"></span> <span class="badge" hidden></span></td><td></td>';
     ["last_price", "change", "change_percent", "volume", "oi", "bid", "ask"].forEach(function (f) {
-      cells += '<td class="num' + (f === "last_price" ? " ltp" : "") + '" data-field="' + f + '">–</td>';
+      var depth = f === "bid" || f === "ask" ? " depth" : "";
+      cells += '<td class="num' + (f === "last_price" ? " ltp" : "") + depth + '" data-field="' + f + '">–</td>';
     });
     cells += '<td data-field="time">–</td><td><canvas class="spark" width="100" height="22"></canvas></td>';
     row.innerHTML = cells;
-    row.cells[0].textContent = tick.tradingsymbol;
+    row.querySelector(".name").textContent = tick.tradingsymbol;
     row.cells[1].textContent = tick.exchange;
     body.appendChild(row);
     applyFilter(row);
@@ -45,29 +69,74 @@
     return cell;
   }
 
+  function setBadge(row, text, title) {
+    var badge = row.querySelector(".badge");
+    if (!badge) return;
+    badge.hidden = !text;
+    if (badge.textContent !== text) badge.textContent = text;
+    badge.title = title || "";
+  }
+
   function formatNumber(value) {
     return value === undefined || value === null ? undefined : Number(value).toLocaleString("en-IN");
   }
 
+  function istDay(ms) {
+    return Math.floor((ms + IST_OFFSET_MS) / 86400000);
+  }
+
+  // The exchange's time in IST; the date too when it is not today's.
+  function formatStamp(iso) {
+    var ms = Date.parse(iso);
+    if (isNaN(ms)) return "–";
+    var text = TIME.format(ms);
+    return istDay(ms) === istDay(Date.now()) ? text : DAY.format(ms) + " " + text;
+  }
+
+  function marketOpen(ms) {
+    var ist = new Date(ms + IST_OFFSET_MS);
+    var day = ist.getUTCDay();
+    var minutes = ist.getUTCHours() * 60 + ist.getUTCMinutes();
+    return day !== 0 && day !== 6 && minutes >= MARKET_OPEN && minutes < MARKET_CLOSE;
+  }
+
+  // The sparkline spans the whole box from its first points.
   function draw(canvas, points) {
     var ctx = canvas.getContext("2d");
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    if (points.length < 2) return;
+    var width = canvas.width, height = canvas.height;
+    ctx.clearRect(0, 0, width, height);
+    if (!points.length) return;
     var min = Math.min.apply(null, points), max = Math.max.apply(null, points);
-    var span = max - min || 1;
+    var span = max - min;
+    var last = points.length - 1;
+    function y(p) { return span ? height - 2 - ((p - min) / span) * (height - 4) : height / 2; }
     ctx.beginPath();
-    points.forEach(function (p, i) {
-      var x = (i / (SPARK_POINTS - 1)) * canvas.width;
-      var y = canvas.height - 2 - ((p - min) / span) * (canvas.height - 4);
-      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-    });
-    ctx.strokeStyle = points[points.length - 1] >= points[0] ? "#3fb950" : "#f85149";
+    if (last === 0) {
+      ctx.moveTo(1, y(points[0]));
+      ctx.lineTo(width - 1, y(points[0]));
+    } else {
+      points.forEach(function (p, i) {
+        var x = 1 + (i / last) * (width - 2);
+        if (i === 0) ctx.moveTo(x, y(p)); else ctx.lineTo(x, y(p));
+      });
+    }
+    ctx.strokeStyle = points[last] >= points[0] ? "#3fb950" : "#f85149";
     ctx.lineWidth = 1.2;
     ctx.stroke();
   }
 
   function applyTick(tick) {
+    var token = tick.instrument_token;
+    var now = Date.now();
+    if (removedAt[token] !== undefined) {
+      if (now - removedAt[token] < REMOVED_GRACE_MS) return;  // sent before the feed unsubscribed it
+      delete removedAt[token];
+    }
     var row = rowFor(tick);
+    if (row.classList.contains("not-streaming")) {
+      row.classList.remove("not-streaming");
+      depthChanged = true;
+    }
     var cell = row.querySelector('[data-field="last_price"]');
     var previous = cell.dataset.value;
     if (previous !== tick.last_price) {
@@ -87,15 +156,74 @@
     }
     setCell(row, "volume", formatNumber(tick.volume));
     setCell(row, "oi", formatNumber(tick.oi));
-    if (tick.bid !== undefined) setCell(row, "bid", tick.bid + " × " + tick.bid_quantity);
-    if (tick.ask !== undefined) setCell(row, "ask", tick.ask + " × " + tick.ask_quantity);
+    var depth = tick.mode === "full" && tick.segment !== "INDICES";
+    row.dataset.mode = tick.mode;
+    if (row.dataset.depth !== (depth ? "1" : "0")) {
+      row.dataset.depth = depth ? "1" : "0";
+      depthChanged = true;
+    }
+    setCell(row, "bid", depth && tick.bid !== undefined ? tick.bid + " × " + tick.bid_quantity : "–");
+    setCell(row, "ask", depth && tick.ask !== undefined ? tick.ask + " × " + tick.ask_quantity : "–");
     var stamp = tick.exchange_timestamp || tick.last_trade_time;
-    setCell(row, "time", stamp ? stamp.substring(11, 19) : new Date().toTimeString().substring(0, 8));
-    var points = history[tick.instrument_token] || (history[tick.instrument_token] = []);
+    var time = setCell(row, "time", stamp ? formatStamp(stamp) : "–");
+    var title = stamp ? "exchange time (IST): " + stamp : "no exchange timestamp: Kite sends one in full mode only";
+    if (time.title !== title) time.title = title;
+    // When the tick was received: the browser's clock, unless the server says it is much older
+    // (a snapshot of the latest stored tick).
+    var seen = now;
+    var received = tick.received_at ? Date.parse(tick.received_at) : NaN;
+    if (!isNaN(received) && now - received > CLOCK_TOLERANCE_MS) seen = received;
+    row.dataset.seen = String(seen);
+    markStale(row, now, marketOpen(now));
+    var points = history[token] || (history[token] = []);
     points.push(Number(tick.last_price));
     if (points.length > SPARK_POINTS) points.shift();
     draw(row.querySelector("canvas.spark"), points);
   }
+
+  function applyRemoved(tokens) {
+    var now = Date.now();
+    tokens.forEach(function (token) {
+      removedAt[token] = now;
+      var row = document.getElementById("row-" + token);
+      if (!row) return;
+      row.classList.add("not-streaming");
+      row.classList.remove("stale");
+      depthChanged = true;
+      setBadge(row, "not streaming", "The feed no longer streams this instrument (deactivated or delisted): " +
+        "the price shown is its last.");
+    });
+    updateDepthColumns();
+  }
+
+  function markStale(row, now, open) {
+    if (row.dataset.seen === undefined || row.classList.contains("not-streaming")) return;
+    var age = (now - Number(row.dataset.seen)) / 1000;
+    var stale = open && age > STALE_SECONDS;
+    row.classList.toggle("stale", stale);
+    setBadge(row, stale ? "stale" : "", stale ? "no tick for " + Math.round(age) + " s during market hours" : "");
+  }
+
+  function markAllStale() {
+    var now = Date.now(), open = marketOpen(now);
+    for (var i = 0; i < body.rows.length; i++) markStale(body.rows[i], now, open);
+  }
+
+  // Bid/Ask only while a visible, streaming instrument sends depth (full mode).
+  function updateDepthColumns() {
+    if (!depthChanged) return;
+    depthChanged = false;
+    var shown = false;
+    for (var i = 0; i < body.rows.length && !shown; i++) {
+      var row = body.rows[i];
+      shown = !row.hidden && row.dataset.depth === "1" && !row.classList.contains("not-streaming");
+    }
+    if (table.classList.contains("no-depth") === !shown) return;
+    table.classList.toggle("no-depth", !shown);
+    depthNote.hidden = shown;
+  }
+
+  // --- status, filter, connection ------------------------------------------------------------
 
   function applyStatus(status) {
     var feed = document.getElementById("feed-state");
@@ -119,6 +247,8 @@
       if (rows[i].dataset.search === undefined) continue;
       rows[i].hidden = term !== "" && rows[i].dataset.search.indexOf(term) === -1;
     }
+    depthChanged = true;
+    if (!row) updateDepthColumns();
   }
 
   function connect() {
@@ -129,10 +259,16 @@
     socket.onopen = function () { retry = 0; setState("live", "live"); };
     socket.onmessage = function (event) {
       var message = JSON.parse(event.data);
-      if (message.type === "ticks") message.ticks.forEach(applyTick);
-      else if (message.type === "status") applyStatus(message.status);
+      if (message.type === "ticks") {
+        message.ticks.forEach(applyTick);
+        updateDepthColumns();
+      } else if (message.type === "removed") {
+        applyRemoved(message.tokens || []);
+      } else if (message.type === "status") {
+        applyStatus(message.status);
+      }
     };
-    socket.onclose = function (event) {
+    socket.onclose = function () {
       var delay = Math.min(10, Math.pow(2, retry)) * 1000;
       retry += 1;
       setState("reconnecting", "disconnected, retrying in " + Math.round(delay / 1000) + "s");
@@ -141,5 +277,6 @@
   }
 
   filterBox.addEventListener("input", function () { applyFilter(); });
+  setInterval(markAllStale, 1000);
   connect();
 })();
