@@ -1,8 +1,9 @@
 """Cross-process locks for work that must not overlap (instrument sync, reconciliation).
 
 PostgreSQL: a session-level advisory lock on the current connection. SQLite (one
-machine by nature): an ``flock`` on a file beside the database. Either way the lock is
-tried, never waited for: a second taker gets ``LockHeld`` at once.
+machine by nature): an ``flock`` on a file under ``var/locks/`` (ignored by git), in a
+folder named after the database, so two databases never share a lock. Either way the
+lock is tried, never waited for: a second taker gets ``LockHeld`` at once.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ def _lock_id(name: str) -> int:
 
 
 def _lock_dir() -> Path:
-    database = Path(str(settings.DATABASES["default"]["NAME"]))
-    base = database.parent if database.name not in ("", ":memory:") else Path(settings.BASE_DIR) / "var"
-    path = base / "locks"
+    """``var/locks/<database file>-<hash of its path>/``, created on first use."""
+    name = str(connection.settings_dict["NAME"] or "")
+    database = Path(name).resolve() if name and ":memory:" not in name else None
+    digest = hashlib.blake2b(str(database or "").encode(), digest_size=4).hexdigest()
+    path = Path(settings.BASE_DIR) / "var" / "locks" / f"{database.name if database else 'memory'}-{digest}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def lock_file(name: str) -> Path:
+    """The file ``named_lock(name)`` flocks on SQLite."""
+    return _lock_dir() / f"{name}.lock"
 
 
 @contextmanager
@@ -48,8 +56,7 @@ def named_lock(name: str) -> Iterator[None]:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
         return
-    path = _lock_dir() / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock_file(name), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

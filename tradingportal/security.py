@@ -1,20 +1,44 @@
-"""Keeping secrets out of logs, error reports and pages.
+"""Security: secrets kept out of logs and pages, login lockout, API throttles, CSP.
 
 The set of secret values is built from settings (Kite key, secret and token, the Django
 secret key, passwords inside DATABASE_URL/REDIS_URL) plus any registered at run time
 (e.g. an access token an operator saved today). Text that leaves the process through a
 log line or an error report is scrubbed of every one of them.
+
+The rest are the portal's hooks into well-kept libraries: the client address behind
+``TRUSTED_PROXY_COUNT`` proxies (one answer for django-axes and DRF's throttles), the
+lockout page of django-axes, DRF throttles whose rates are read from settings at request
+time, an API exception handler that counts anonymous callers' refused requests against
+their throttle, and django-csp's middleware with the websocket origin of this host.
 """
 
+from __future__ import annotations
+
 import html
+import logging
+import math
 import re
 import threading
 from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+
+if TYPE_CHECKING:
+    from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
 
 REDACTED = "********"
 _MIN_SECRET_LENGTH = 4
@@ -102,3 +126,118 @@ class RedactingExceptionReporter(ExceptionReporter):
 
     def get_traceback_text(self) -> SafeString:
         return mark_safe(redact(str(super().get_traceback_text())))  # noqa: S308
+
+
+# --- who is calling -----------------------------------------------------------------------
+
+
+def client_address(request: HttpRequest) -> str:
+    """The caller's address: ``REMOTE_ADDR``, or with ``TRUSTED_PROXY_COUNT`` proxies in
+    front, the address the outermost of them saw in ``X-Forwarded-For`` (what DRF does
+    with ``NUM_PROXIES``). A client-sent ``X-Forwarded-For`` is never trusted beyond that,
+    so nobody escapes a lockout or a throttle by inventing addresses."""
+    remote = request.META.get("REMOTE_ADDR", "") or ""
+    proxies = settings.TRUSTED_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if proxies <= 0 or not forwarded:
+        return remote
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    return hops[-min(proxies, len(hops))] or remote
+
+
+# --- login lockout (django-axes) ----------------------------------------------------------
+
+
+def login_lockout_response(
+    request: HttpRequest, original_response: Any = None, credentials: Any = None
+) -> HttpResponse:
+    """django-axes' ``AXES_LOCKOUT_CALLABLE``: the lockout page, HTTP 429 with ``Retry-After``.
+
+    Takes what axes passes in either of its call shapes (its async middleware passes the
+    credentials where the sync one passes the original response) and relies on neither.
+    """
+    from axes.helpers import get_client_username
+    from axes.models import AccessAttempt
+
+    username = str(get_client_username(request) or "")
+    cool_off: timedelta = settings.AXES_COOLOFF_TIME
+    last_failure = AccessAttempt.objects.filter(
+        username=username, ip_address=getattr(request, "axes_ip_address", None) or client_address(request)
+    ).aggregate(last=Max("attempt_time"))["last"]
+    remaining = cool_off if last_failure is None else last_failure + cool_off - timezone.now()
+    seconds = max(1, math.ceil(remaining.total_seconds()))
+    context = {
+        "username": username,
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "minutes": max(1, math.ceil(seconds / 60)),
+    }
+    response = HttpResponse(render_to_string("registration/locked_out.html", context, request), status=429)
+    response["Retry-After"] = str(seconds)
+    logger.warning(
+        "login refused: locked out after %d failures, retry in %d s", context["failure_limit"], seconds
+    )
+    return response
+
+
+# --- API throttles (DRF) --------------------------------------------------------------------
+
+
+class AnonymousThrottle(AnonRateThrottle):
+    """Per anonymous address, at ``API_THROTTLE_ANON`` (read per request, so tests and
+    operators can change it without re-importing DRF)."""
+
+    def get_rate(self) -> str | None:
+        return settings.API_THROTTLE_ANON or None
+
+    def get_ident(self, request: Any) -> str:
+        return client_address(request)
+
+
+class UserThrottle(UserRateThrottle):
+    """Per user (per address for anonymous callers), at ``API_THROTTLE_USER``."""
+
+    def get_rate(self) -> str | None:
+        return settings.API_THROTTLE_USER or None
+
+    def get_ident(self, request: Any) -> str:
+        return client_address(request)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, except that a request refused for missing or wrong credentials still
+    counts against the view's throttles (DRF checks throttles only after authentication and
+    permissions). Without this the anonymous throttle would never see a token guesser."""
+    from rest_framework import exceptions
+    from rest_framework.views import exception_handler
+
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        view, request = context.get("view"), context.get("request")
+        if view is not None and request is not None:
+            try:
+                view.check_throttles(request)
+            except exceptions.Throttled as throttled:
+                exc = throttled
+    return exception_handler(exc, context)
+
+
+# --- Content-Security-Policy (django-csp) -------------------------------------------------
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware; ``connect-src`` also names this host's websocket origin
+    (``ws://`` or ``wss://``, as the page itself), which ``'self'`` covers only in CSP 3
+    browsers."""
+
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        try:
+            host = request.get_host()
+        except DisallowedHost:
+            return parts
+        websocket = f"{'wss' if request.is_secure() else 'ws'}://{host}"
+        update = dict(parts.update or {})
+        update["connect-src"] = [*update.get("connect-src", ()), websocket]
+        parts.update = update
+        return parts

@@ -69,7 +69,9 @@ def test_real_services_from_urls():
     assert resolved["cache"] == "django_redis.cache.RedisCache"
     assert resolved["cache_location"] == "redis://cache.internal:6379/2"
     assert resolved["layer"] == "channels_redis.core.RedisChannelLayer"
-    assert resolved["layer_hosts"] == ["redis://cache.internal:6379/2"]
+    assert [h["address"] if isinstance(h, dict) else h for h in resolved["layer_hosts"]] == [
+        "redis://cache.internal:6379/2"
+    ]
     assert resolved["q_redis"] == "default"
     assert resolved["q_orm"] is None
 

@@ -2,14 +2,19 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+
+FLAGS = ("is_staff", "is_superuser", "is_active")
 
 
 class Command(BaseCommand):
     help = (
         "Make sure a local admin login exists. User from PORTAL_ADMIN_USER (default 'admin'); "
-        "password from PORTAL_ADMIN_PASSWORD, or generated and printed once when the user is "
-        "created. An existing user keeps its password unless PORTAL_ADMIN_PASSWORD is set."
+        "password from PORTAL_ADMIN_PASSWORD (checked against the password validators), or "
+        "generated and printed once when the user is created. An existing user keeps its password "
+        "unless PORTAL_ADMIN_PASSWORD is set; its staff, superuser and active flags are repaired."
     )
 
     def add_arguments(self, parser):
@@ -22,27 +27,42 @@ class Command(BaseCommand):
             raise CommandError("PORTAL_ADMIN_USER is empty; set a user name or unset it for 'admin'.")
         User = get_user_model()
         user = User.objects.filter(username=username).first()
-        if options["dry_run"]:
-            self.stdout.write(f"would {'update' if user else 'create'} admin user {username!r}")
-            return
+        if password:
+            try:
+                validate_password(password, user=user or User(username=username))
+            except ValidationError as invalid:
+                problems = "; ".join(invalid.messages)
+                raise CommandError(
+                    f"PORTAL_ADMIN_PASSWORD is too weak: {problems}. Choose a stronger one "
+                    "(or unset it to generate one); nothing was changed."
+                ) from None
         if user is None:
-            generated = not password
-            password = password or secrets.token_urlsafe(12)
-            User.objects.create_superuser(username=username, email="", password=password)
-            self.stdout.write(self.style.SUCCESS(f"Created admin user {username!r}."))
-            if generated:
-                # Printed once, to the operator's terminal only; never logged.
-                self.stdout.write(f"  password: {password}  (set PORTAL_ADMIN_PASSWORD to choose one)")
+            self._create(User, username, password, dry_run=options["dry_run"])
             return
-        changed = []
+        changed = [flag for flag in FLAGS if not getattr(user, flag)]
         if password and not user.check_password(password):
-            user.set_password(password)
             changed.append("password")
-        if not (user.is_staff and user.is_superuser and user.is_active):
-            user.is_staff = user.is_superuser = user.is_active = True
-            changed += ["is_staff", "is_superuser", "is_active"]
-        if changed:
-            user.save(update_fields=changed)
-            self.stdout.write(f"Admin user {username!r} updated ({', '.join(changed)}).")
-        else:
+        if not changed:
             self.stdout.write(f"Admin user {username!r} exists.")
+            return
+        if options["dry_run"]:
+            self.stdout.write(f"Would update admin user {username!r} ({', '.join(changed)}).")
+            return
+        for flag in FLAGS:
+            setattr(user, flag, True)
+        if "password" in changed:
+            user.set_password(password)
+        user.save(update_fields=[*FLAGS, "password"] if "password" in changed else list(FLAGS))
+        self.stdout.write(f"Admin user {username!r} updated ({', '.join(changed)}).")
+
+    def _create(self, User, username: str, password: str, *, dry_run: bool) -> None:
+        if dry_run:
+            self.stdout.write(f"Would create admin user {username!r}.")
+            return
+        generated = not password
+        password = password or secrets.token_urlsafe(12)
+        User.objects.create_superuser(username=username, email="", password=password)
+        self.stdout.write(self.style.SUCCESS(f"Created admin user {username!r}."))
+        if generated:
+            # Printed once, to the operator's terminal only; never logged.
+            self.stdout.write(f"  password: {password}  (set PORTAL_ADMIN_PASSWORD to choose one)")
