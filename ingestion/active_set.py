@@ -7,9 +7,10 @@ These run in the ingestion's one database thread (``sync_to_async``).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from django.db import OperationalError, connection
+from django.db import DatabaseError, InterfaceError, connection
 
 NOTIFY_CHANNEL = "instruments_active"
 META_FIELDS = ("instrument_token", "stream_mode", "tradingsymbol", "exchange", "segment", "lot_size", "name")
@@ -21,8 +22,11 @@ def active_set_load() -> list[dict[str, Any]]:
 
     try:
         return list(active_instruments().values(*META_FIELDS))
-    except OperationalError:
-        connection.close()  # a broken connection is replaced on the next read
+    except (DatabaseError, InterfaceError):
+        # The database restarted or dropped us: close the dead connection so the next
+        # read (the engine retries at once, then with backoff) opens a fresh one.
+        with contextlib.suppress(Exception):
+            connection.close()
         raise
 
 

@@ -14,6 +14,12 @@
 - writes a heartbeat (``status.py``) to the cache every second and publishes it to the
   dashboards;
 - hands order updates from the ticker to the OMS.
+
+Each of those loops runs under a supervisor: one that raises (or returns while the feed
+runs) is restarted with backoff, and every failure, inside a loop or of a whole loop, is
+logged without flooding and counted in the heartbeat (``failures``, ``failing``), which
+then says ``degraded`` rather than ``connected``: the heartbeat never claims health
+that is not there.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -35,18 +41,52 @@ from ingestion.active_set import NOTIFY_CHANNEL, active_set_listener, active_set
 from ingestion.credentials import SIMULATOR_CREDENTIALS, kite_credentials
 from ingestion.feed.client import FeedConnection, first_of
 from ingestion.feed.simulator import KiteSimulator
-from ingestion.publisher import TICKS_GROUP, TickPublisher
+from ingestion.latest import latest_tokens
+from ingestion.publisher import LAYER_TIMEOUT, TICKS_GROUP, TickPublisher
 from ingestion.sharding import shard
 from ingestion.simulator_seeds import simulator_seeds
-from ingestion.status import status_store
+from ingestion.status import LoopHealth, status_store
 from tradingportal.security import url_for_display
 
 logger = logging.getLogger(__name__)
+
+# A loop that died is restarted after this, doubling on each death in a row.
+RESTART_MIN, RESTART_MAX = 0.5, 30.0
+# A loop that ran this long before dying starts its backoff over.
+RESTART_HEALTHY = 60.0
+# A failed read of the active set is retried after this, doubling up to the poll interval.
+RETRY_MIN = 0.1
+# PostgreSQL: while LISTEN works, the set is also re-read at least this often.
+LISTENING_POLL_SECONDS = 15.0
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def supervise(*, name: str, loop: Loop, stop: asyncio.Event, health: LoopHealth) -> None:
+    """Run ``loop(stop)`` until ``stop``; whenever it raises or returns early, count the
+    failure in ``health`` and restart it with backoff."""
+    delay = RESTART_MIN
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await loop(stop)
+        except Exception as exc:  # noqa: BLE001 - counted, logged, restarted
+            health.failed(exc)
+        else:
+            if stop.is_set():
+                return
+            health.failed(RuntimeError(f"the {name} loop ended while the feed runs"))
+        if time.monotonic() - started > RESTART_HEALTHY:
+            delay = RESTART_MIN
+        logger.warning("ingestion: restarting the %s loop in %.1fs", name, delay)
+        await _sleep_unless(stop, delay)
+        delay = min(delay * 2, RESTART_MAX)
 
 
 def _close_db() -> None:
@@ -83,6 +123,16 @@ class IngestionEngine:
         self._rate = 0.0
         self._order_tasks: set[asyncio.Task[Any]] = set()
         self._token_mtime: float | None = None
+        self._streamed: set[int] = set()  # the tokens the feed was last told to stream
+        self._pruned = False  # latest ticks of tokens not streamed at start are dropped once
+        self._listening = False
+        self.health: dict[str, LoopHealth] = {
+            "publish": self.publisher.publish_health,
+            "store": self.publisher.store_health,
+            "status": LoopHealth(logger, "publishing the feed status"),
+            "follow": LoopHealth(logger, "reading the active instruments"),
+            "listen": LoopHealth(logger, f"LISTEN {NOTIFY_CHANNEL}"),
+        }
 
     async def _credentials_async(self) -> tuple[str, str]:
         return await self._db(self._credentials)
@@ -91,11 +141,18 @@ class IngestionEngine:
 
     async def run(self, stop: asyncio.Event) -> None:
         logger.info("ingestion starting: feed=%s url=%s", self.feed, url_for_display(self.url))
+        loops: dict[str, Loop] = {
+            "follow": self._follow,
+            "publish": lambda stop: self.publisher.run(stop, self.publish_interval),
+            "status": self._status_loop,
+        }
+        if connection.vendor == "postgresql":
+            loops["listen"] = self._listen_loop
         helpers = [
-            asyncio.create_task(self._listen_loop(stop), name="listen"),
-            asyncio.create_task(self._follow(stop), name="follow-active-set"),
-            asyncio.create_task(self.publisher.run(stop, self.publish_interval), name="publish"),
-            asyncio.create_task(self._status_loop(stop), name="status"),
+            asyncio.create_task(
+                supervise(name=name, loop=loop, stop=stop, health=self.health[name]), name=f"ingestion-{name}"
+            )
+            for name, loop in loops.items()
         ]
         try:
             await stop.wait()
@@ -122,18 +179,23 @@ class IngestionEngine:
     # --- following the active set --------------------------------------------------------------
 
     async def _listen_loop(self, stop: asyncio.Event) -> None:
-        """PostgreSQL: LISTEN for the trigger's notifications; re-LISTEN if the connection
-        breaks (polling covers the gap), and re-read the set after every (re)start."""
-        if connection.vendor != "postgresql":
-            return
+        """PostgreSQL: LISTEN for the trigger's notifications; re-LISTEN at once if the
+        connection breaks (with backoff while it keeps failing; the follow loop polls
+        every ``INGESTION_POLL_SECONDS`` meanwhile), and re-read the set after every
+        (re)start."""
         loop = asyncio.get_running_loop()
+        health = self.health["listen"]
+        delay = RESTART_MIN
         while not stop.is_set():
             try:
                 listener = await self._db(active_set_listener)
-            except Exception:  # noqa: BLE001 - polling still follows the set
-                logger.exception("LISTEN %s failed; following the active set by polling", NOTIFY_CHANNEL)
-                await _sleep_unless(stop, 30)
+            except Exception as exc:  # noqa: BLE001 - polling still follows the set
+                health.failed(exc)
+                await _sleep_unless(stop, delay)
+                delay = min(delay * 2, RESTART_MAX)
                 continue
+            health.succeeded()
+            delay = RESTART_MIN
             fd = listener.fileno()  # kept: a closed connection cannot say which fd it had
             broken = asyncio.Event()
 
@@ -148,28 +210,43 @@ class IngestionEngine:
                     self._reload.set()
 
             loop.add_reader(fd, readable)
+            self._listening = True
             self._reload.set()  # anything changed before LISTEN took effect
             try:
                 await first_of(stop, broken)
             finally:
+                self._listening = False
                 loop.remove_reader(fd)
                 with contextlib.suppress(Exception):
                     listener.close()
             if broken.is_set():
-                logger.warning("the LISTEN connection broke; re-listening (polling meanwhile)")
-                await _sleep_unless(stop, 5)
+                # The database went away or dropped us: the ORM connection in the database
+                # thread is most likely dead too. Re-read now (the follow loop replaces a
+                # broken connection and retries with backoff) and re-LISTEN at once.
+                health.failed(ConnectionError("the LISTEN connection broke; re-listening"))
+                self._reload.set()
 
     async def _follow(self, stop: asyncio.Event) -> None:
-        interval = self.poll_seconds if connection.vendor != "postgresql" else max(self.poll_seconds, 15.0)
+        health = self.health["follow"]
+        retry = RETRY_MIN
         while not stop.is_set():
             self._reload.clear()  # before reading: a change during the read triggers another
+            # NOTIFY wakes this loop at once; the poll is the safety net (and the only way
+            # without LISTEN).
+            interval = (
+                max(self.poll_seconds, LISTENING_POLL_SECONDS) if self._listening else self.poll_seconds
+            )
             try:
                 await self.reload()
-            except Exception:  # noqa: BLE001 - keep streaming what we have
-                logger.exception("could not read the active instruments; keeping the current subscriptions")
+            except Exception as exc:  # noqa: BLE001 - keep streaming what we have; retry soon
+                health.failed(exc)
+                wait, retry = min(retry, interval), min(retry * 2, interval)
+            else:
+                health.succeeded()
+                wait, retry = interval, RETRY_MIN
             self._wake_on_new_token()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(first_of(stop, self._reload), timeout=interval)
+                await asyncio.wait_for(first_of(stop, self._reload), timeout=wait)
             await asyncio.sleep(0.05)  # let a burst of notifications settle
 
     def _wake_on_new_token(self) -> None:
@@ -211,6 +288,25 @@ class IngestionEngine:
         for index in range(len(shards), len(self.connections)):
             # Kept open with nothing subscribed (heartbeats only): ready when the set grows.
             self.connections[index].set_desired({})
+        # No longer streamed (deactivated, delisted, past the feed's capacity): their last
+        # price must not stay on a dashboard or reach the OMS as if it were live.
+        removed, self._streamed = self._streamed - streamed, streamed
+        self.publisher.remove(removed)
+        if not self._pruned:
+            await self._prune(streamed)
+
+    async def _prune(self, streamed: set[int]) -> None:
+        """Once, at start: drop latest ticks of instruments deactivated while no feed ran."""
+        try:
+            stored = await self._db(latest_tokens)
+        except Exception as exc:  # noqa: BLE001 - tried again on the next read of the set
+            self.publisher.store_health.failed(exc)
+            return
+        self._pruned = True
+        stale = stored - streamed
+        if stale:
+            logger.info("dropping the latest ticks of %s instruments no longer streamed", len(stale))
+            self.publisher.remove(stale)
 
     @property
     def capacity(self) -> int:
@@ -226,6 +322,8 @@ class IngestionEngine:
             self._tasks.append(None)
             self._stops.append(asyncio.Event())
         task = self._tasks[index]
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            logger.error("feed connection %s died; restarting it", index, exc_info=task.exception())
         if task is None or task.done():
             self._stops[index] = asyncio.Event()
             self._tasks[index] = asyncio.create_task(self.connections[index].run(self._stops[index]),
@@ -258,16 +356,24 @@ class IngestionEngine:
             c.status() for c in self.connections if c.desired or c.state not in ("idle", "stopped")
         ]
         states = {c["state"] for c in connections}
+        failing = [name for name, health in self.health.items() if health.failing]
         if not connections:
             state = "idle"
         elif states == {"connected"}:
             state = "connected"
+        elif "config_error" in states:
+            state = "config_error"
         elif "auth_failed" in states:
             state = "auth_failed"
         elif "connected" in states:
             state = "degraded"
         else:
             state = "disconnected"
+        if failing and state in ("connected", "idle"):
+            state = "degraded"  # e.g. ticks arrive but do not reach the dashboards
+        error = next((c["error"] for c in connections if c["error"]), "")
+        if not error and failing:
+            error = f"{failing[0]}: {self.health[failing[0]].error}"
         return {
             "feed": self.feed,
             "url": url_for_display(self.url),
@@ -282,7 +388,9 @@ class IngestionEngine:
             "messages_published": self.publisher.messages_published,
             "last_tick_age": round(now - self.last_tick_at, 1) if self.last_tick_at else None,
             "reconnects": sum(c.reconnects for c in self.connections),
-            "error": next((c["error"] for c in connections if c["error"]), ""),
+            "error": error,
+            "failing": failing,
+            "failures": {name: health.total for name, health in self.health.items()},
             "pid": os.getpid(),
             "started_at": self.started_at.isoformat(),
             "updated_at": timezone.now().isoformat(),
@@ -291,8 +399,11 @@ class IngestionEngine:
     async def _status_loop(self, stop: asyncio.Event) -> None:
         last_total, last_at = self.ticks_total, time.monotonic()
         layer = self.publisher.layer
+        health = self.health["status"]
         while not stop.is_set():
-            await asyncio.sleep(1.0)
+            await _sleep_unless(stop, 1.0)
+            if stop.is_set():
+                return
             now = time.monotonic()
             self._rate = round((self.ticks_total - last_total) / max(now - last_at, 1e-6), 1)
             last_total, last_at = self.ticks_total, now
@@ -300,9 +411,12 @@ class IngestionEngine:
             try:
                 await self._db(status_store, status)
                 if layer is not None:
-                    await layer.group_send(TICKS_GROUP, {"type": "feed.status", "status": status})
-            except Exception:  # noqa: BLE001
-                logger.warning("could not publish the feed status", exc_info=True)
+                    message = {"type": "feed.status", "status": status}
+                    await asyncio.wait_for(layer.group_send(TICKS_GROUP, message), LAYER_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - counted; the next beat tries again
+                health.failed(exc)
+            else:
+                health.succeeded()
 
 
 async def ingestion_run(

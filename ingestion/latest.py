@@ -9,9 +9,10 @@ sync moves a token to another contract.
 
 Storage: with django-redis one Redis hash (one HSET per publish, one HMGET per read)
 under the cache's key prefix, the hash itself expiring a day after the last write;
-otherwise the Django cache, one key per instrument. Each value is the tick's JSON (as
-the ingestion already made it for the dashboards) wrapped with the receive time in
-epoch milliseconds: ``{"r": 1764560100123, "t": {...tick...}}``.
+otherwise the Django cache, one key per instrument plus an index of the stored tokens
+(so ``latest_tokens`` can list them). Each value is the tick's JSON (as the ingestion
+already made it for the dashboards) wrapped with the receive time in epoch
+milliseconds: ``{"r": 1764560100123, "t": {...tick...}}``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from django.utils import timezone
 
 HASH_KEY = "ticks:latest"
 KEY = "ticks:latest:{}"
+INDEX_KEY = "ticks:latest:index"
 TTL = 24 * 3600
 
 
@@ -57,6 +59,9 @@ def latest_store(ticks: dict[int, str], *, received_at: datetime | None = None) 
         pipe.execute()
         return
     cache.set_many({KEY.format(token): text for token, text in values.items()}, timeout=TTL)
+    index = cache.get(INDEX_KEY) or set()
+    if not index.issuperset(values):
+        cache.set(INDEX_KEY, index | set(values), timeout=TTL)
 
 
 def latest_discard(tokens: Iterable[int]) -> None:
@@ -69,6 +74,17 @@ def latest_discard(tokens: Iterable[int]) -> None:
         redis.hdel(cache.make_key(HASH_KEY), *tokens)
         return
     cache.delete_many([KEY.format(token) for token in tokens])
+    index = cache.get(INDEX_KEY)
+    if index and not index.isdisjoint(tokens):
+        cache.set(INDEX_KEY, index - set(tokens), timeout=TTL)
+
+
+def latest_tokens() -> set[int]:
+    """The tokens that have a stored tick (the ingestion prunes what it no longer streams)."""
+    redis = _redis()
+    if redis is not None:
+        return {int(token) for token in redis.hkeys(cache.make_key(HASH_KEY))}
+    return set(cache.get(INDEX_KEY) or ())
 
 
 def _unwrap(value: str | bytes, oldest_ms: int | None) -> dict[str, Any] | None:

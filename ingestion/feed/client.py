@@ -13,24 +13,33 @@ everything is subscribed again with the right modes. Reconnects back off exponen
 with jitter; a rejected handshake (HTTP 401/403: wrong key or expired token) is reported
 as such and retried slowly, never in a tight loop. A socket that goes silent (no tick and
 no heartbeat for ``stale_after`` seconds) is dropped and reconnected.
+
+The access token travels in the URL's query, so it goes only over ``wss://``, or over
+plain ``ws://`` to a loopback address (the simulator, tests); any other URL is refused
+before connecting (state ``config_error``), and redirects are never followed (one could
+lead the token anywhere). Every error string kept for the status (``/healthz``, the
+admin, the dashboard) passes through ``redact``: exception text can carry the URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ingestion.feed.protocol import parse_frame
+from tradingportal.logging import RepeatedFailure
+from tradingportal.security import redact
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,42 @@ TextHandler = Callable[[dict[str, Any]], None]
 SUBSCRIBE_CHUNK = 1000
 AUTH_RETRY_SECONDS = 60.0
 HEALTHY_SECONDS = 30.0
+ERROR_LENGTH = 300
+
+
+def ticker_url_problem(url: str) -> str:
+    """Why the access token must not be sent to ``url`` ("" when it may): only ``wss://``,
+    or plain ``ws://`` to a loopback address."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "KITE_TICKER_URL is not a valid URL"
+    if parts.scheme not in ("ws", "wss") or not host:
+        return "KITE_TICKER_URL must be a ws:// or wss:// URL with a host (Kite: wss://ws.kite.trade)"
+    if parts.scheme == "ws" and not _is_loopback(host):
+        return (
+            f"refusing to send the access token in clear text to {host}: use wss:// "
+            "(plain ws:// is allowed to loopback addresses only, e.g. the simulator)"
+        )
+    return ""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _connect(connect):  # noqa: N801 - websockets' own spelling: ``async with connect(...)``
+    """websockets' ``connect`` that never follows a redirect: the URL carries the access
+    token, and Kite's ticker does not redirect."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 class FeedConnection:
@@ -67,6 +112,9 @@ class FeedConnection:
         self._changed = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._wake = asyncio.Event()
+        # Logged once with a traceback, then at most once a minute with a count.
+        self._unexpected = RepeatedFailure(logger, f"feed connection {index}")
+        self._handler_failure = RepeatedFailure(logger, f"feed connection {index}: a tick handler")
 
     # --- what to stream ----------------------------------------------------------------
 
@@ -90,6 +138,13 @@ class FeedConnection:
     # --- the connection loop ---------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        problem = ticker_url_problem(self.url)
+        if problem:
+            # Configuration, not a network failure: nothing to retry until it is fixed.
+            self._fail("config_error", problem)
+            await stop.wait()
+            self.state = "stopped"
+            return
         attempt = 0
         while not stop.is_set():
             delay = 0.0
@@ -100,7 +155,7 @@ class FeedConnection:
                 self.state = "connecting"
                 query = urlencode({"api_key": api_key, "access_token": access_token})
                 separator = "&" if "?" in self.url else "?"
-                async with connect(
+                async with _connect(
                     f"{self.url}{separator}{query}",
                     additional_headers={"X-Kite-Version": "3"},
                     open_timeout=10, ping_interval=None, close_timeout=2, max_size=2**22, max_queue=64,
@@ -121,10 +176,10 @@ class FeedConnection:
             except _Stale as exc:
                 self._fail("disconnected", str(exc))
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
-                self._fail("disconnected", f"{type(exc).__name__}: {exc}"[:300])
+                self._fail("disconnected", f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - never let the feed die silently
-                logger.exception("feed connection %s failed unexpectedly", self.index)
-                self._fail("disconnected", f"unexpected {type(exc).__name__}: {exc}"[:300])
+                self._unexpected.failed(exc)
+                self._fail("disconnected", f"unexpected {type(exc).__name__}: {exc}")
             finally:
                 if self.connected_at is not None and time.monotonic() - self.connected_at > HEALTHY_SECONDS:
                     attempt = 0  # it held for a while: start the backoff over
@@ -149,14 +204,16 @@ class FeedConnection:
         self._wake.set()
 
     def _fail(self, state: str, message: str) -> None:
-        self.state, self.error = state, message
-        log = logger.error if state == "auth_failed" else logger.warning
-        log("feed connection %s: %s", self.index, message)
+        # Exception text can carry the URL, and with it the access token.
+        self.state, self.error = state, redact(message)[:ERROR_LENGTH]
+        log = logger.error if state in ("auth_failed", "config_error") else logger.warning
+        log("feed connection %s: %s", self.index, self.error)
 
     async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         self._ws = ws
         self.state = "connected"
         self.error = ""
+        self._unexpected.succeeded()
         self.connected_at = self.last_message_at = time.monotonic()
         logger.info("feed connection %s connected", self.index)
         self._changed.set()
@@ -197,8 +254,10 @@ class FeedConnection:
         """A handler's bug is logged; it does not drop the connection."""
         try:
             handler(payload)
-        except Exception:  # noqa: BLE001
-            logger.exception("feed connection %s: a handler failed", self.index)
+        except Exception as exc:  # noqa: BLE001
+            self._handler_failure.failed(exc)
+        else:
+            self._handler_failure.succeeded()
 
     def _on_text(self, message: str) -> None:
         try:

@@ -3,6 +3,8 @@ websocket client that logs in like a browser."""
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.request
 
@@ -93,12 +95,49 @@ def test_embedded_arrangement_web_runs_the_feed(desk, tmp_path):
         )
         assert set(narrowed) == {nifty.instrument_token}
 
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/ticks/latest/?tokens=738561,1",
-                                         headers={"Cookie": cookie})  # fmt: skip
-        body = json.load(urllib.request.urlopen(request, timeout=10))
+        body = latest_api(port, cookie, "738561,1")
         assert body["ticks"]["738561"]["tradingsymbol"] == "RELIANCE" and body["ticks"]["1"] is None
-        health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10))
+        assert body["ticks"]["738561"]["received_at"].endswith("+05:30")
+        assert latest_api(port, cookie, "738561", max_age=60)["ticks"]["738561"] is not None
+        staff = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Cookie": cookie})
+        health = json.load(urllib.request.urlopen(staff, timeout=10))  # details: staff only
         assert health["ingestion"]["running"] and health["ingestion"]["feed"] == "simulator"
+
+        # An operator deactivates RELIANCE: open dashboards are told to drop its row, and
+        # its last price is no longer served as if it were live.
+        removed = removed_after(port, cookie, lambda: _deactivate(reliance))
+        assert removed == [reliance.instrument_token]
+        assert latest_api(port, cookie, "738561")["ticks"]["738561"] is None
+
+
+def _deactivate(instrument):
+    type(instrument).objects.filter(pk=instrument.pk).update(is_active=False)
+
+
+def latest_api(port: int, cookie: str, tokens: str, **params) -> dict:
+    query = "&".join([f"tokens={tokens}", *(f"{k}={v}" for k, v in params.items())])
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/ticks/latest/?{query}", headers={"Cookie": cookie}
+    )
+    return json.load(urllib.request.urlopen(request, timeout=10))
+
+
+def removed_after(port: int, cookie: str, action, timeout: float = 20.0) -> list[int]:
+    """Open a dashboard socket, wait for ticks, run ``action``; the tokens of the first
+    ``removed`` frame that follows."""
+
+    async def run():
+        async with connect(f"ws://127.0.0.1:{port}/ws/ticks/", additional_headers={"Cookie": cookie},
+                           origin=f"http://127.0.0.1:{port}", open_timeout=10) as ws:  # fmt: skip
+            while json.loads(await asyncio.wait_for(ws.recv(), timeout))["type"] != "ticks":
+                pass
+            await asyncio.to_thread(action)
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                if message["type"] == "removed":
+                    return message["tokens"]
+
+    return asyncio.run(run())
 
 
 @requires_redis
@@ -124,8 +163,10 @@ def test_redis_arrangement_separate_ingestion_and_two_web_workers(desk, tmp_path
         assert set(latest[nifty.instrument_token]) >= REQUIRED
 
         # An operator switches SBIN on through the API: it streams within seconds, no restart.
+        from django.contrib.auth.models import Permission
         from rest_framework.authtoken.models import Token
 
+        user.user_permissions.add(Permission.objects.get(codename="change_instrument"))
         token = Token.objects.create(user=user)
         request = urllib.request.Request(
             f"http://127.0.0.1:{web_port}/api/instruments/activate/", method="POST",
@@ -133,10 +174,54 @@ def test_redis_arrangement_separate_ingestion_and_two_web_workers(desk, tmp_path
             headers={"Authorization": f"Token {token.key}", "Content-Type": "application/json"},
         )  # fmt: skip
         assert json.load(urllib.request.urlopen(request, timeout=10))["changed"] == 1
-        started = time.monotonic()
-        ticks_until(web_port, cookie, lambda t: idle.instrument_token in t, timeout=15)
-        assert time.monotonic() - started < 10
+        ticks_until(web_port, cookie, lambda t: idle.instrument_token in t, timeout=30)
     assert "Traceback" not in (tmp_path / "ingestion.log").read_text()
+
+
+@requires_redis
+def test_a_quiet_channel_layer_does_not_cut_dashboards(desk, tmp_path):
+    """The ingestion stops (SIGSTOP: nothing reaches the channel layer) for longer than
+    channels-redis' 5 s blocking read: the dashboard's socket stays open, and ticks come
+    back on it when the ingestion continues."""
+    _, nifty, reliance, _ = desk
+    sim_port, web_port = free_port(), free_port()
+    env = portal_env(redis=True)
+    simulator = manage_argv("run_simulator", "--port", str(sim_port), "--interval", "0.2")
+    feed_env = {**env, "KITE_TICKER_URL": f"ws://127.0.0.1:{sim_port}", "KITE_API_KEY": "e2e-key",
+                "KITE_ACCESS_TOKEN": "e2e-token"}  # fmt: skip
+    with (
+        running(simulator, env, tmp_path / "simulator.log"),
+        running(manage_argv("run_ingestion"), feed_env, tmp_path / "ingestion.log") as ingestion,
+        running(uvicorn_argv(web_port), env, tmp_path / "web.log"),
+    ):
+        wait_for(lambda: port_open(web_port) and port_open(sim_port), timeout=30, what="processes")
+        cookie = login_cookie(web_port, "desk", "desk-pass-123")
+
+        async def run():
+            async with connect(f"ws://127.0.0.1:{web_port}/ws/ticks/", additional_headers={"Cookie": cookie},
+                               origin=f"http://127.0.0.1:{web_port}", open_timeout=10) as ws:  # fmt: skip
+                while json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] != "ticks":
+                    pass
+                os.kill(ingestion.pid, signal.SIGSTOP)
+                try:
+                    quiet_until = time.monotonic() + 15
+                    while (left := quiet_until - time.monotonic()) > 0:
+                        try:  # what was already in flight, then nothing; never a close
+                            await asyncio.wait_for(ws.recv(), left)
+                        except TimeoutError:
+                            break
+                    await asyncio.wait_for(await ws.ping(), 10)  # open, and the server answers
+                finally:
+                    os.kill(ingestion.pid, signal.SIGCONT)
+                tokens: set[int] = set()
+                while not {nifty.instrument_token, reliance.instrument_token} <= tokens:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if message["type"] == "ticks":
+                        tokens |= {tick["instrument_token"] for tick in message["ticks"]}
+
+        asyncio.run(run())
+    log = (tmp_path / "web.log").read_text()
+    assert "TimeoutError" not in log and "Traceback" not in log, log
 
 
 def manage_argv(*args: str) -> list[str]:

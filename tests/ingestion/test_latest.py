@@ -6,7 +6,16 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from ingestion.latest import HASH_KEY, KEY, _redis, latest_discard, latest_store, latest_tick, latest_ticks
+from ingestion.latest import (
+    HASH_KEY,
+    KEY,
+    _redis,
+    latest_discard,
+    latest_store,
+    latest_tick,
+    latest_ticks,
+    latest_tokens,
+)
 
 TICK = '{"instrument_token":%d,"last_price":"101.5"}'
 
@@ -34,6 +43,15 @@ def test_discarded_ticks_are_gone_and_others_stay():
     latest_discard([1, 99])
     assert set(latest_ticks([1, 2])) == {2}
     latest_discard([])  # nothing to do is not an error
+
+
+def test_the_stored_tokens_can_be_listed_so_the_feed_can_prune_them():
+    assert latest_tokens() == set()
+    latest_store({1: TICK % 1, 2: TICK % 2})
+    latest_store({3: TICK % 3})
+    assert latest_tokens() == {1, 2, 3}
+    latest_discard([2])
+    assert latest_tokens() == {1, 3}
 
 
 def test_a_value_without_a_receive_time_is_never_served():

@@ -108,14 +108,47 @@ def test_malformed_frames_are_logged_and_skipped(caplog):
     assert len(parse_frame(struct.pack(">H", 3) + struct.pack(">H", 8) + good)) == 1
     # a length running past the end of the frame
     assert parse_frame(struct.pack(">HH", 1, 184) + b"\x00" * 20) == []
-    # garbage
-    assert isinstance(parse_frame(b"\xff\xff\x12\x34garbage"), list)
-    assert "unexpected length 13" in caplog.text and "truncated" in caplog.text
+    # garbage: 65535 packets promised, the first 4660 bytes long in a frame of 11
+    assert parse_frame(b"\xff\xff\x12\x34garbage") == []
+    assert "unexpected length 13" in caplog.text and "truncated packet: 7 of 4660 bytes" in caplog.text
+
+
+MODES = {"ltp", "quote", "full"}
 
 
 @given(st.binary(max_size=600))
-def test_fuzz_never_raises(data):
-    assert isinstance(parse_frame(data), list)
+def test_fuzz_never_raises_and_gives_only_well_formed_ticks(data):
+    ticks = parse_frame(data)
+    promised = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+    assert len(ticks) <= promised
+    # Every packet costs its 2-byte length plus at least the 8 bytes of the smallest one.
+    assert 2 + len(ticks) * 10 <= max(len(data), 2)
+    for tick in ticks:
+        assert tick["mode"] in MODES and isinstance(tick["last_price"], Decimal)
+        assert 0 <= tick["instrument_token"] < 2**32
+
+
+packet_strategy = st.one_of(
+    st.tuples(st.just("good"), st.sampled_from(["ltp", "quote", "full"]), st.integers(1, 2**24 - 1)),
+    st.tuples(st.just("junk"), st.binary(max_size=200).filter(lambda b: len(b) not in (8, 28, 32, 44, 184))),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(packet_strategy, max_size=20))
+def test_fuzz_a_frame_mixing_good_and_junk_packets_gives_exactly_the_good_ones_in_order(parts):
+    packets, expected = [], []
+    for kind, *rest in parts:
+        if kind == "good":
+            mode, unit = rest
+            token = (unit << 8) | 1
+            packets.append(build_packet(mode, token, last=Decimal("101.25")))
+            expected.append((token, mode))
+        else:
+            packets.append(rest[0])
+    ticks = parse_frame(build_frame(packets))
+    assert [(t["instrument_token"], t["mode"]) for t in ticks] == expected
+    assert all(t["last_price"] == Decimal("101.25") for t in ticks)
 
 
 prices = st.decimals(min_value=Decimal("0.05"), max_value=Decimal("999999"), places=2)

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.credentials import kite_feed_configured
 from ingestion.engine import ingestion_run
+from tradingportal.security import url_for_display
 
 
 class Command(BaseCommand):
@@ -34,9 +35,8 @@ class Command(BaseCommand):
                 "No Kite credentials: set KITE_API_KEY and KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE), "
                 "or run with --simulate."
             )
-        self.stdout.write(
-            f"ingestion: {'built-in simulator' if simulate else settings.KITE_TICKER_URL}; Ctrl-C stops"
-        )
+        feed = "built-in simulator" if simulate else url_for_display(settings.KITE_TICKER_URL)
+        self.stdout.write(f"ingestion: {feed}; Ctrl-C stops")
         asyncio.run(self._run(simulate=simulate, port=options["simulator_port"]))
         self.stdout.write("ingestion stopped")
 
