@@ -34,7 +34,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from ingestion.active_set import NOTIFY_CHANNEL, active_set_listener, active_set_load
@@ -120,6 +120,8 @@ class IngestionEngine:
         self._reload = asyncio.Event()
         self._db = sync_to_async(lambda fn, *a: fn(*a), thread_sensitive=True)
         self.publisher = TickPublisher(meta=lambda: self.meta, db=self._db)
+        self._to_match: dict[int, dict[str, Any]] = {}
+        self.publisher.on_presented = self._to_match.update
         self._rate = 0.0
         self._order_tasks: set[asyncio.Task[Any]] = set()
         self._token_mtime: float | None = None
@@ -130,6 +132,7 @@ class IngestionEngine:
             "publish": self.publisher.publish_health,
             "store": self.publisher.store_health,
             "status": LoopHealth(logger, "publishing the feed status"),
+            "oms": LoopHealth(logger, "matching paper orders and monitoring risk"),
             "follow": LoopHealth(logger, "reading the active instruments"),
             "listen": LoopHealth(logger, f"LISTEN {NOTIFY_CHANNEL}"),
         }
@@ -145,6 +148,7 @@ class IngestionEngine:
             "follow": self._follow,
             "publish": lambda stop: self.publisher.run(stop, self.publish_interval),
             "status": self._status_loop,
+            "oms": self._oms_loop,
         }
         if connection.vendor == "postgresql":
             loops["listen"] = self._listen_loop
@@ -395,6 +399,34 @@ class IngestionEngine:
             "started_at": self.started_at.isoformat(),
             "updated_at": timezone.now().isoformat(),
         }
+
+    # --- the OMS: paper fills and the risk monitor ---------------------------------------------
+
+    async def _oms_loop(self, stop: asyncio.Event) -> None:
+        """Resting paper orders meet every published price (``oms.brokers.paper``), and the
+        risk monitor marks positions to market every ``OMS_RISK_MONITOR_SECONDS``
+        (``oms.monitor``): both need the ticks this process has."""
+        from oms.brokers.paper import paper_match
+        from oms.monitor import risk_monitor_run
+
+        health = self.health["oms"]
+        next_monitor = time.monotonic()
+        while not stop.is_set():
+            await _sleep_unless(stop, self.publish_interval)
+            batch = dict(self._to_match)
+            self._to_match.clear()
+            try:
+                if batch:
+                    await self._db(paper_match, batch)
+                if time.monotonic() >= next_monitor:
+                    next_monitor = time.monotonic() + settings.OMS_RISK_MONITOR_SECONDS
+                    await self._db(risk_monitor_run)
+            except Exception as exc:  # noqa: BLE001 - counted and shown; the next prices retry
+                health.failed(exc)
+                if isinstance(exc, DatabaseError):
+                    await self._db(_close_db)  # a broken connection is replaced on the next use
+            else:
+                health.succeeded()
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         last_total, last_at = self.ticks_total, time.monotonic()

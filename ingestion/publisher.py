@@ -58,6 +58,9 @@ class TickPublisher:
         self._to_discard: set[int] = set()
         self._writer: asyncio.Task[None] | None = None
         self.messages_published = 0
+        # Called with each flush's presented ticks ({token: tick}); the engine hands them to
+        # the paper broker's matcher.
+        self.on_presented: Callable[[dict[int, dict[str, Any]]], None] | None = None
         self.publish_health = LoopHealth(logger, "publishing ticks to the channel layer")
         self.store_health = LoopHealth(logger, "storing the latest ticks")
 
@@ -107,7 +110,10 @@ class TickPublisher:
             meta = self._meta()
             # Serialised once here, not once per browser: the message carries [token, JSON]
             # pairs that consumers merge by token and splice into their frames.
-            fresh = {token: dumps(present(tick, meta.get(token, {}))) for token, tick in batch.items()}
+            presented = {token: present(tick, meta.get(token, {})) for token, tick in batch.items()}
+            fresh = {token: dumps(tick) for token, tick in presented.items()}
+            if self.on_presented is not None:
+                self.on_presented(presented)
             self._queue_store(fresh, since if since is not None else time.time())
         removed, self._removed = self._removed, set()
         if self._layer is None:  # no channel layer configured: nobody to tell

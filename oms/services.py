@@ -280,7 +280,11 @@ def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRe
         open=Count("id", filter=~Q(quantity=0)),
         unrealised=Sum("unrealised", filter=~Q(quantity=0), default=Decimal(0)),
     )
-    tick = latest_tick(instrument.instrument_token) if instrument.instrument_token else None
+    try:
+        tick = latest_tick(instrument.instrument_token) if instrument.instrument_token else None
+    except Exception:  # noqa: BLE001 - the store (Redis) is down: no price known (MARKET orders are refused)
+        logger.exception("the latest-tick store is unreachable; pricing %s without a tick", instrument)
+        tick = None
     reference = Decimal(tick["last_price"]) if tick and tick.get("last_price") else None
     live = None
     if tick is not None:

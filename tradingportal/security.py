@@ -182,7 +182,35 @@ def login_lockout_response(
 # --- API throttles (DRF) --------------------------------------------------------------------
 
 
-class AnonymousThrottle(AnonRateThrottle):
+class _FailOpen:
+    """A throttle whose counter store (the cache: Redis) is down lets requests through:
+    an outage of Redis must not refuse order cancels and position reads. Logged once, then
+    at most once a minute."""
+
+    _failure: Any = None
+
+    @classmethod
+    def _log(cls) -> Any:
+        if _FailOpen._failure is None:
+            from tradingportal.logging import RepeatedFailure  # tradingportal.logging imports this module
+
+            _FailOpen._failure = RepeatedFailure(
+                logging.getLogger(__name__), "counting API requests for throttles"
+            )
+        return _FailOpen._failure
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        try:
+            allowed = super().allow_request(request, view)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the cache is down: fail open
+            self._log().failed(exc)
+            return True
+        if _FailOpen._failure is not None:
+            _FailOpen._failure.succeeded()
+        return bool(allowed)
+
+
+class AnonymousThrottle(_FailOpen, AnonRateThrottle):
     """Per anonymous address, at ``API_THROTTLE_ANON`` (read per request, so tests and
     operators can change it without re-importing DRF)."""
 
@@ -193,7 +221,7 @@ class AnonymousThrottle(AnonRateThrottle):
         return client_address(request)
 
 
-class UserThrottle(UserRateThrottle):
+class UserThrottle(_FailOpen, UserRateThrottle):
     """Per user (per address for anonymous callers), at ``API_THROTTLE_USER``."""
 
     def get_rate(self) -> str | None:

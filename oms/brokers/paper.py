@@ -101,7 +101,12 @@ def _fill(order: Any, price: Decimal) -> Fill:
 def _latest_quote(token: int) -> Quote | None:
     from ingestion.latest import latest_tick
 
-    return quote_from_tick(latest_tick(token, max_age=settings.OMS_MAX_PRICE_AGE_SECONDS))
+    try:
+        tick = latest_tick(token, max_age=settings.OMS_MAX_PRICE_AGE_SECONDS)
+    except Exception:  # noqa: BLE001 - the store (Redis) is down: no quote, orders rest
+        logger.exception("the latest-tick store is unreachable; paper order %s has no quote", token)
+        return None
+    return quote_from_tick(tick)
 
 
 class PaperBroker:

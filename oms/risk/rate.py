@@ -25,10 +25,16 @@ def _count(key: str, timeout: int) -> int:
 
 
 def rate_limit(ctx: RiskContext) -> str | None:
-    """Run last: an order counts against the rate only when every other rule passed."""
+    """Run last: an order counts against the rate only when every other rule passed.
+    Without its counter (the cache down) it refuses: no order goes out uncounted."""
     second = int(ctx.now.timestamp())
     limit = settings.OMS_ORDERS_PER_SECOND
-    if _count(RATE_KEY.format(second), timeout=5) <= limit:
+    try:
+        sent = _count(RATE_KEY.format(second), timeout=5)
+    except Exception:  # noqa: BLE001 - the cache (Redis) is unreachable
+        logger.exception("the order rate cannot be counted: the cache is unreachable")
+        return "the order rate cannot be counted (the cache is unreachable): retry when it is back"
+    if sent <= limit:
         return None
     refused = _count(REFUSED_KEY.format(second // 60), timeout=120)
     if refused == settings.OMS_RUNAWAY_REFUSALS_PER_MINUTE:
