@@ -9,16 +9,29 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseModelFormSet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
 from instruments.models import Instrument, Source, SyncRun
-from instruments.presets import FILTER_CHOICES
-from instruments.selectors import active_count, feed_capacity
-from instruments.services import feed_limit_check, instruments_activate, instruments_deactivate
-from instruments.sync.errors import ActivationLimitExceeded
+from instruments.presets import PRESET_CHOICES
+from instruments.selectors import (
+    active_count,
+    feed_capacity,
+    instrument_search_q,
+    instrument_search_rank,
+)
+from instruments.selectors import (
+    search_term as search_term_of,
+)
+from instruments.services import (
+    feed_limit_check,
+    instrument_sync_enqueue,
+    instruments_activate,
+    instruments_deactivate,
+)
+from instruments.sync.errors import ActivationLimitExceeded, QueueUnavailable, SyncError
 
 
 class ExpiryFilter(admin.SimpleListFilter):
@@ -99,20 +112,22 @@ class ActivationFormSet(BaseModelFormSet):
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
+    # What an operator acts on first (symbol, Is active, stream mode), then what tells
+    # contracts apart; segment, tick size and the long name are on the change page.
     list_display = (
-        "tradingsymbol", "name", "exchange", "segment", "instrument_type", "expiry", "strike", "lot_size",
-        "tick_size", "instrument_token", "is_active", "stream_mode", "is_listed",
+        "tradingsymbol", "is_active", "stream_mode", "exchange", "kind", "expiry_shown", "strike_shown", "lot", "token",
+        "listed",
     )  # fmt: skip
     list_display_links = ("tradingsymbol",)
     list_editable = ("is_active", "stream_mode")
     list_filter = (
         "is_active", ListingFilter, "exchange", "segment", "instrument_type", ExpiryFilter, "source", "stream_mode",
     )  # fmt: skip
-    search_fields = ("tradingsymbol", "name")
-    search_help_text = "Trading symbol or name (any part), or an exact instrument token."
+    search_fields = ("tradingsymbol", "name")  # the search itself is ``selectors.instrument_search_q``
+    search_help_text = "Symbol prefix, name fragment or exact instrument token: exact matches first, then prefixes, then the rest."
     list_per_page = 100
     show_full_result_count = False
-    ordering = ("exchange", "tradingsymbol")
+    ordering = ("tradingsymbol", "id")  # one sorted column: the same symbol on NSE and BSE side by side
     actions = ("activate_selected", "deactivate_selected")
     readonly_fields = (
         "source", "instrument_token", "exchange_token", "instrument_key", "tradingsymbol", "name", "last_price",
@@ -149,11 +164,46 @@ class InstrumentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # soft delete only: a sync delists
 
+    @admin.display(description="type", ordering="instrument_type")
+    def kind(self, obj: Instrument) -> str:
+        return obj.instrument_type
+
+    @admin.display(description="expiry", ordering="expiry", empty_value="")
+    def expiry_shown(self, obj: Instrument) -> str:
+        return obj.expiry.isoformat() if obj.expiry else ""
+
+    @admin.display(description="token", ordering="instrument_token", empty_value="")
+    def token(self, obj: Instrument) -> int | None:
+        return obj.instrument_token
+
+    @admin.display(description="lot", ordering="lot_size")
+    def lot(self, obj: Instrument) -> int:
+        return obj.lot_size
+
+    @admin.display(description="listed", boolean=True, ordering="is_listed")
+    def listed(self, obj: Instrument) -> bool:
+        return obj.is_listed
+
+    @admin.display(description="strike", ordering="strike", empty_value="")
+    def strike_shown(self, obj: Instrument) -> str:
+        """Options only (an equity's strike is a meaningless 0.0000), without trailing zeros."""
+        if obj.instrument_type not in ("CE", "PE"):
+            return ""
+        text = format(obj.strike, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if term.isdigit():
-            return queryset.filter(instrument_token=int(term)), False
-        return super().get_search_results(request, queryset, term)
+        term = search_term_of(search_term)
+        if not term:
+            return queryset, False
+        return queryset.filter(instrument_search_q(term)), False
+
+    def get_ordering(self, request: HttpRequest) -> list[Any]:
+        """While searching, best matches first (the API's ranking), unless a column was clicked."""
+        term = search_term_of(request.GET.get("q", ""))
+        if term:
+            return [instrument_search_rank(term).asc(), "tradingsymbol"]
+        return list(super().get_ordering(request))
 
     def get_changelist_formset(self, request: HttpRequest, **kwargs: Any):
         return super().get_changelist_formset(request, formset=ActivationFormSet, **kwargs)
@@ -161,6 +211,8 @@ class InstrumentAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+            return HttpResponseBadRequest("Query parameters cannot contain NUL characters.")
         count, capacity = active_count(), feed_capacity()
         extra_context = {
             **(extra_context or {}),
@@ -230,12 +282,16 @@ class InstrumentAdmin(admin.ModelAdmin):
 
 class StartSyncForm(forms.Form):
     source = forms.ChoiceField(choices=Source.choices, initial=Source.KITE)
-    url = forms.URLField(
-        required=False, assume_scheme="https", help_text="Leave empty for the configured URL of the source."
-    )
-    filter = forms.ChoiceField(
-        choices=[("", "Leave active flags alone"), *[(c, c) for c in FILTER_CHOICES if c != "all"]],
+    url = forms.CharField(
         required=False,
+        max_length=2000,
+        help_text="Leave empty for the configured URL of the source. Only the configured dump hosts (and "
+        "SYNC_ALLOWED_HOSTS) can be fetched; credentials are configured, never put in the URL.",
+    )
+    preset = forms.ChoiceField(
+        choices=[("", "Leave active flags alone"), *[(c, c) for c in PRESET_CHOICES if c != "all"]],
+        required=False,
+        help_text="Make the active set exactly this preset (the command's --filter).",
     )
     dry_run = forms.BooleanField(required=False, help_text="Report what would change; change nothing.")
     force = forms.BooleanField(required=False, help_text="Accept a dump far smaller than the last good one.")
@@ -281,15 +337,19 @@ class SyncRunAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = StartSyncForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            from instruments.api.views import queue_sync
-
-            task_id = queue_sync(**form.cleaned_data, by=request.user.get_username())
-            self.message_user(
-                request,
-                f"Sync queued (task {task_id}). Its result appears here when the worker has run it.",
-                messages.SUCCESS,
-            )
-            return HttpResponseRedirect(reverse("admin:instruments_syncrun_changelist"))
+            try:
+                queued = instrument_sync_enqueue(**form.cleaned_data, by=request.user.get_username())
+            except QueueUnavailable as exc:
+                form.add_error(None, str(exc))
+            except SyncError as exc:
+                form.add_error("url" if form.cleaned_data.get("url") else None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"Sync queued (task {queued.task_id}). Its result appears here when the worker has run it.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:instruments_syncrun_changelist"))
         context = {
             **self.admin_site.each_context(request),
             "title": "Start an instrument sync",

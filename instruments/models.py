@@ -99,10 +99,14 @@ class SyncRun(models.Model):
     source = models.CharField(max_length=8, choices=Source.choices)
     input = models.CharField(max_length=500, help_text="File path or URL (credentials removed).")
     scope = models.CharField(max_length=200, blank=True, default="", help_text="Exchanges the dump covers.")
-    filter = models.CharField(max_length=16, blank=True, default="")
+    preset = models.CharField(
+        max_length=16, blank=True, default="", help_text="The active-set preset applied (--filter)."
+    )
     dry_run = models.BooleanField(default=False)
     forced = models.BooleanField(default=False)
     triggered_by = models.CharField(max_length=64, blank=True, default="")
+    host = models.CharField(max_length=255, blank=True, default="", help_text="Where the sync ran.")
+    pid = models.IntegerField(null=True, blank=True, help_text="The process that ran the sync.")
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)

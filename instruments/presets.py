@@ -22,4 +22,4 @@ PRESETS: dict[str, Callable[[], Q]] = {
     "banknifty": lambda: _index_with_derivatives(index_symbol="NIFTY BANK", underlying="BANKNIFTY"),
 }
 # `all` is not a preset: it leaves the active flags alone.
-FILTER_CHOICES = (*PRESETS, "all")
+PRESET_CHOICES = (*PRESETS, "all")

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, Count, IntegerField, Q, QuerySet, Value, When
 
 from instruments.models import Instrument, Source, SyncRun
 
@@ -143,6 +143,63 @@ def instrument_cache_invalidate(*, tokens: list[int] | None = None) -> None:
     elif tokens:
         generation = _generation()
         cache.delete_many([_meta_key(generation, t) for t in tokens])
+
+
+# --- search ------------------------------------------------------------------------------
+# One implementation for the API's ``?search=`` and the admin's search box: a symbol
+# prefix, a name fragment, or an exact token; exact symbol/name/token matches first, then
+# prefix matches, then the rest, each group in symbol order. (``NIFTY 50`` finds the index
+# first, not buried among a hundred ETFs named after it.)
+
+MAX_TOKEN = 2**63 - 1  # the column is a bigint
+_LONGEST_TEXT = max(
+    getattr(Instrument._meta.get_field(name), "max_length", 0) or 0 for name in ("tradingsymbol", "name")
+)
+
+
+def _search_token(term: str) -> int | None:
+    """``term`` as an instrument token: ASCII digits within a bigint (``"²".isdigit()`` is
+    true, yet ``int("²")`` fails), else None."""
+    if term.isascii() and term.isdigit() and len(term) <= len(str(MAX_TOKEN)):
+        value = int(term)
+        return value if value <= MAX_TOKEN else None
+    return None
+
+
+def search_term(raw: str) -> str:
+    """What a user typed, as searched: trimmed, without NUL characters (PostgreSQL
+    refuses them in a query)."""
+    return raw.replace("\x00", "").strip()
+
+
+def instrument_search_q(term: str) -> Q:
+    """The instruments ``term`` finds (see the section comment); ``term`` from ``search_term``."""
+    token = _search_token(term)
+    if len(term) > _LONGEST_TEXT and token is None:
+        return Q(pk__in=[])  # longer than any symbol or name: nothing can match
+    matches = Q(tradingsymbol__istartswith=term) | Q(name__icontains=term)
+    return matches | Q(instrument_token=token) if token is not None else matches
+
+
+def instrument_search_rank(term: str) -> Case:
+    """0 for an exact symbol, name or token match, 1 for a symbol or name prefix, else 2."""
+    exact = Q(tradingsymbol__iexact=term) | Q(name__iexact=term)
+    token = _search_token(term)
+    if token is not None:
+        exact |= Q(instrument_token=token)
+    prefix = Q(tradingsymbol__istartswith=term) | Q(name__istartswith=term)
+    return Case(When(exact, then=Value(0)), When(prefix, then=Value(1)), default=Value(2),
+                output_field=IntegerField())  # fmt: skip
+
+
+def instruments_search(queryset: QuerySet[Instrument], *, term: str) -> QuerySet[Instrument]:
+    """``queryset`` narrowed to what ``term`` finds, best matches first."""
+    term = search_term(term)
+    if not term:
+        return queryset
+    return queryset.filter(instrument_search_q(term)).order_by(
+        instrument_search_rank(term), "tradingsymbol", "id"
+    )
 
 
 # --- stats -------------------------------------------------------------------------------

@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from instruments.models import Instrument, Source, SyncRun
-from instruments.presets import PRESETS
+from instruments.presets import PRESET_CHOICES, PRESETS
 from instruments.selectors import active_count, feed_capacity, instrument_cache_invalidate, last_good_sync
 from instruments.sync import writing
 from instruments.sync.errors import (
     ActivationLimitExceeded,
     BadInput,
+    QueueUnavailable,
     ShrinkRefused,
     SyncError,
     SyncLocked,
 )
 from instruments.sync.parsing import PARSERS, Rejects, Row
+from instruments.sync.policy import FetchGuard, kite_credentials_allowed, web_sync_url_check
 from instruments.sync.sources import Progress, describe_input, open_dump
 from tradingportal.locks import LockHeld, named_lock
+from tradingportal.security import redact
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,7 @@ def instrument_sync(
     dry_run: bool = False,
     force: bool = False,
     triggered_by: str = "",
+    from_web: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> SyncReport:
     """Bring the master in line with one dump of ``source``, all or nothing.
@@ -97,63 +103,135 @@ def instrument_sync(
     Reads the dump as a stream, stages it, refuses a dump far smaller than the last good
     one in the same scope (unless ``force``), then matches, delists, updates and inserts
     in one transaction; ``preset`` then makes the active set exactly that preset.
-    ``dry_run`` does all of it and rolls back. Every outcome is recorded as a SyncRun.
+    ``dry_run`` does all of it and rolls back. Every outcome is recorded as a SyncRun; a
+    successful run's record commits in the same transaction as its changes.
+
+    ``from_web``: a sync requested through the API or the admin. It fetches only what
+    ``policy.FetchGuard`` allows, and its record never quotes what the URL returned.
     """
     if source not in PARSERS:
         raise BadInput(f"unknown source {source!r}; expected one of {', '.join(PARSERS)}")
     if preset not in (None, "all") and preset not in PRESETS:
-        raise BadInput(f"unknown filter {preset!r}; expected one of {', '.join([*PRESETS, 'all'])}")
+        raise BadInput(f"unknown preset {preset!r}; expected one of {', '.join(PRESET_CHOICES)}")
+    if from_web and path:
+        raise BadInput("a sync started from the web reads a URL, never a file of the server")
     if not path and not url:
-        url = settings.KITE_INSTRUMENTS_URL if source == Source.KITE else settings.UPSTOX_INSTRUMENTS_URL
+        url = _configured_url(source)
     shown_input = describe_input(path=path, url=url)
     started = time.monotonic()
-    run = SyncRun.objects.create(
+    run = SyncRun(
         source=source,
         input=shown_input[:500],
-        filter=preset or "",
+        preset=preset or "",
         dry_run=dry_run,
         forced=force,
         triggered_by=triggered_by[:64],
+        host=socket.gethostname()[:255],
+        pid=os.getpid(),
         started_at=timezone.now(),
     )
-    report = SyncReport(
-        run_id=run.pk, source=source, input=shown_input, status="running", exit_code=0, dry_run=dry_run
-    )
-    logger.info("instrument sync %s started: source=%s input=%s", run.pk, source, shown_input)
+    report = SyncReport(run_id=None, source=source, input=shown_input, status="running", exit_code=0,
+                        dry_run=dry_run)  # fmt: skip
     try:
         with named_lock(SYNC_LOCK):
+            # Under the lock no other sync is live: a run still marked running was killed.
+            sync_runs_abandon()
+            run.save()
+            report.run_id = run.pk
+            logger.info("instrument sync %s started: source=%s input=%s", run.pk, source, shown_input)
             try:
-                with transaction.atomic():
-                    _sync_in_transaction(
-                        report,
-                        source=source,
-                        path=path,
-                        url=url,
-                        preset=preset,
-                        force=force,
-                        on_progress=on_progress,
-                    )
-                    if dry_run:
-                        raise _DryRunRollback
-                transaction.on_commit(lambda: instrument_cache_invalidate())
-            except _DryRunRollback:
-                pass
+                _sync_run(run, report, started, source=source, path=path, url=url, preset=preset,
+                          dry_run=dry_run, force=force, from_web=from_web, on_progress=on_progress)  # fmt: skip
+            except BaseException as exc:
+                if not isinstance(exc, SyncError):
+                    logger.exception("instrument sync %s failed", run.pk)
+                _finish(run, report, started, error=exc, from_web=from_web)
+                raise
     except LockHeld:
-        error: SyncError = SyncLocked(
+        error = SyncLocked(
             "another instrument sync is running; wait for it to finish (see admin > Sync runs) and try again"
         )
-        _finish(run, report, started, error=error)
+        _finish(run, report, started, error=error, from_web=from_web)
         raise error from None
-    except SyncError as exc:
-        _finish(run, report, started, error=exc)
-        raise
-    except Exception as exc:
-        logger.exception("instrument sync %s failed", run.pk)
-        _finish(run, report, started, error=exc)
-        raise
-    report.status = SyncRun.Status.DRY_RUN if dry_run else SyncRun.Status.OK
-    _finish(run, report, started)
     return report
+
+
+def _configured_url(source: str) -> str:
+    return settings.KITE_INSTRUMENTS_URL if source == Source.KITE else settings.UPSTOX_INSTRUMENTS_URL
+
+
+def _sync_run(
+    run: SyncRun,
+    report: SyncReport,
+    started: float,
+    *,
+    source: str,
+    path: str | None,
+    url: str | None,
+    preset: str | None,
+    dry_run: bool,
+    force: bool,
+    from_web: bool,
+    on_progress: ProgressCallback | None,
+) -> None:
+    moved: set[int] = set()
+    try:
+        with transaction.atomic():
+            moved = _sync_in_transaction(report, source=source, path=path, url=url, preset=preset, force=force,
+                                         guard=FetchGuard() if from_web else None,
+                                         on_progress=on_progress)  # fmt: skip
+            if dry_run:
+                raise _DryRunRollback
+            report.status = SyncRun.Status.OK
+            _finish(run, report, started)  # commits with the changes, or not at all
+    except _DryRunRollback:
+        report.status = SyncRun.Status.DRY_RUN
+        _finish(run, report, started)
+        return
+    transaction.on_commit(lambda: _after_commit(run.pk, sorted(moved)))
+
+
+def _after_commit(run_id: int, moved: list[int]) -> None:
+    """Readers must not see the old metadata, nor a token's latest tick that belongs to the
+    contract that held the token before (Kite reuses tokens). The sync has committed: a
+    failure here is logged as an error, it does not turn the sync into a failure."""
+    from ingestion.latest import latest_discard
+
+    try:
+        instrument_cache_invalidate()
+    except Exception:
+        logger.exception("instrument sync %s committed, but the lookup cache could not be invalidated: "
+                         "readers may see old metadata until it expires", run_id)  # fmt: skip
+    if not moved:
+        return
+    try:
+        latest_discard(moved)
+    except Exception:
+        logger.exception("instrument sync %s committed, but the latest ticks of %s tokens that changed "
+                         "contract could not be dropped", run_id, len(moved))  # fmt: skip
+    else:
+        logger.info("instrument sync %s dropped the latest ticks of %s tokens that changed contract or were "
+                    "delisted", run_id, len(moved))  # fmt: skip
+
+
+def sync_runs_abandon() -> int:
+    """Close runs left ``running`` by a sync process that died (SIGKILL, OOM, a lost
+    machine). Call only while holding the sync lock: then no sync is live. The tables are
+    as they were: a successful run's record commits with its changes."""
+    count = 0
+    for run in SyncRun.objects.filter(status=SyncRun.Status.RUNNING).order_by("id"):
+        where = f"pid {run.pid} on {run.host}" if run.pid else "started before runs recorded their process"
+        run.status = SyncRun.Status.FAILED
+        run.exit_code = 1
+        run.finished_at = timezone.now()
+        run.message = (
+            f"abandoned: the sync process ({where}) ended without finishing (killed?); "
+            "nothing was changed. Found when the next sync started."
+        )
+        run.save(update_fields=["status", "exit_code", "finished_at", "message"])
+        logger.warning("instrument sync %s was abandoned by its process (%s); marked failed", run.pk, where)
+        count += 1
+    return count
 
 
 def _sync_in_transaction(
@@ -164,12 +242,17 @@ def _sync_in_transaction(
     url: str | None,
     preset: str | None,
     force: bool,
+    guard: FetchGuard | None,
     on_progress: ProgressCallback | None,
-) -> None:
+) -> set[int]:
+    """The sync's writes; returns the Kite tokens whose listed owner changed."""
+    if preset and preset != "all":
+        # Before any row lock, as activations take it: the same order everywhere, no deadlock.
+        _activation_lock()
     rejects = Rejects()
     progress = Progress()
-    headers = _source_headers(source, url)
-    with open_dump(path=path, url=url, headers=headers, progress=progress) as stream:
+    with open_dump(path=path, url=url, headers_for=lambda target: _source_headers(source, target), guard=guard,
+                   progress=progress) as stream:  # fmt: skip
         rows = _counted(PARSERS[source](stream, rejects), progress, on_progress)
         staged = writing.stage(rows)
     report.rows_read = staged + rejects.count
@@ -179,7 +262,7 @@ def _sync_in_transaction(
         detail = (
             f" ({rejects.count} rows rejected, first: {rejects.first[0]['reason']})" if rejects.first else ""
         )
-        raise BadInput(f"the dump has no valid rows{detail}")
+        raise BadInput("the dump has no valid rows", detail=detail)
     scope = writing.staged_scope()
     report.scope = scope
     _guard_shrink(source=source, scope=scope, staged=staged, force=force)
@@ -194,14 +277,15 @@ def _sync_in_transaction(
         report.activated += activated
         report.deactivated += deactivated
     report.after = writing.breakdown(source=source, scope=scope)
+    return counts.moved_tokens
 
 
-def _source_headers(source: str, url: str | None) -> dict[str, str]:
-    """Kite's own hosts get the API key and token (never logged); any other URL gets nothing."""
-    if not (source == Source.KITE and url and settings.KITE_API_KEY and settings.KITE_ACCESS_TOKEN):
+def _source_headers(source: str, url: str) -> dict[str, str]:
+    """Kite's own origins, over https, get the API key and token (never logged); any other
+    URL gets nothing (``policy.kite_credentials_allowed``)."""
+    if not (source == Source.KITE and settings.KITE_API_KEY and settings.KITE_ACCESS_TOKEN):
         return {}
-    kite_hosts = {urlsplit(settings.KITE_INSTRUMENTS_URL).netloc, urlsplit(settings.KITE_API_URL).netloc}
-    if urlsplit(url).netloc not in kite_hosts:
+    if not kite_credentials_allowed(url):
         return {}
     return {
         "X-Kite-Version": "3",
@@ -226,17 +310,40 @@ def _guard_shrink(*, source: str, scope: list[str], staged: int, force: bool) ->
         logger.warning("%s (forced)", message)
 
 
-def _finish(run: SyncRun, report: SyncReport, started: float, error: BaseException | None = None) -> None:
+def _error_message(error: BaseException, *, from_web: bool) -> str:
+    """What the run records about ``error``: never a secret, and for a web-started sync
+    nothing the URL returned."""
+    if isinstance(error, SyncError):
+        text = error.summary if from_web else str(error)
+    elif not isinstance(error, Exception):
+        text = f"interrupted ({type(error).__name__})"
+    elif from_web:
+        text = f"{type(error).__name__} (the worker's log has the details)"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return redact(text)
+
+
+def _finish(
+    run: SyncRun,
+    report: SyncReport,
+    started: float,
+    *,
+    error: BaseException | None = None,
+    from_web: bool = False,
+) -> None:
+    """Record the outcome on ``report`` and save ``run`` (created if it is not yet)."""
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     if error is not None:
         # The transaction rolled back: nothing was inserted, updated or delisted.
         for name in ("inserted", "updated", "unchanged", "delisted", "relisted", "activated", "deactivated"):
             setattr(report, name, 0)
         report.after = {}
-        error.report = report  # type: ignore[attr-defined]
+        if isinstance(error, Exception):
+            error.report = report  # type: ignore[attr-defined]
         report.status = getattr(error, "status", SyncRun.Status.FAILED)
         report.exit_code = getattr(error, "exit_code", 1)
-        report.message = str(error) if isinstance(error, SyncError) else f"{type(error).__name__}: {error}"
+        report.message = _error_message(error, from_web=from_web)
     run.status = report.status
     run.exit_code = report.exit_code
     run.message = report.message[:2000]
@@ -246,14 +353,32 @@ def _finish(run: SyncRun, report: SyncReport, started: float, error: BaseExcepti
     for name in ("rows_read", "inserted", "updated", "unchanged", "delisted", "relisted", "rejected", "activated",
                  "deactivated", "rejects"):  # fmt: skip
         setattr(run, name, getattr(report, name))
-    if connection.in_atomic_block and connection.needs_rollback:
-        return  # cannot write here; the caller's transaction is broken
-    run.save()
+    if error is None:
+        run.save()  # inside the sync's transaction: a failure here rolls the sync back
+    else:
+        _save_failed_run(run)
+    report.run_id = run.pk
     logger.info(
         "instrument sync %s %s: read=%s inserted=%s updated=%s delisted=%s relisted=%s rejected=%s in %.1fs",
         run.pk, run.status, run.rows_read, run.inserted, run.updated, run.delisted, run.relisted, run.rejected,
         report.elapsed_seconds,
     )  # fmt: skip
+
+
+def _save_failed_run(run: SyncRun) -> None:
+    """Save a failed run even when the failure was the database connection itself (a
+    killed backend, a restarted server): reconnect once. If it still cannot be saved, the
+    run stays ``running`` until the next sync closes it as abandoned."""
+    for attempt in (1, 2):
+        try:
+            run.save()
+            return
+        except DatabaseError:
+            if connection.in_atomic_block or attempt == 2:
+                # Inside a caller's transaction the record goes (or stays) with it.
+                logger.exception("instrument sync %s: could not record its failure", run.pk)
+                return
+            connection.close()
 
 
 # --- streaming on/off ---------------------------------------------------------------------
@@ -324,15 +449,33 @@ def instruments_activate(
             elif row.is_active:
                 result.unchanged += 1
             else:
-                to_activate.append(row.pk)
+                to_activate.append(row)
                 if row.expiry and row.expiry < today:
                     result.expired.append(str(row))
         current = active_count()
         feed_limit_check(would_be=current + len(to_activate))
-        result.changed = Instrument.objects.filter(pk__in=to_activate, is_active=False).update(is_active=True)
+        # The conditions again, in the UPDATE: a sync may delist a row between the read
+        # above and this write. PostgreSQL then re-checks the row after the sync commits
+        # and skips it (without ``is_listed`` here it would violate the "delisted never
+        # active" constraint); such rows are reported as refused.
+        ids_to_activate = [row.pk for row in to_activate]
+        result.changed = Instrument.objects.filter(
+            pk__in=ids_to_activate, is_active=False, is_listed=True, source=Source.KITE,
+            instrument_token__isnull=False,
+        ).update(is_active=True)  # fmt: skip
+        activated = set(ids_to_activate)
+        if result.changed < len(to_activate):
+            activated = set(
+                Instrument.objects.filter(pk__in=ids_to_activate, is_active=True, is_listed=True)
+                .values_list("pk", flat=True)
+            )  # fmt: skip
+            for row in to_activate:
+                if row.pk not in activated:
+                    result.refused.append(f"{row}: delisted or changed by a sync meanwhile")
+                    if str(row) in result.expired:
+                        result.expired.remove(str(row))
         result.active_count = current + result.changed
-        activated = set(to_activate)
-        touched = [r.instrument_token for r in rows if r.pk in activated and r.instrument_token]
+        touched = [r.instrument_token for r in to_activate if r.pk in activated and r.instrument_token]
         transaction.on_commit(lambda: instrument_cache_invalidate(tokens=touched))
     logger.info("activated %s instruments by %s (unchanged %s, refused %s)", result.changed, by, result.unchanged,
                 len(result.refused))  # fmt: skip
@@ -370,9 +513,41 @@ def _apply_preset(preset: str) -> tuple[int, int]:
     return activated, deactivated
 
 
-def instruments_deactivate_expired(*, today: date | None = None) -> int:
-    """Stop streaming derivatives whose expiry has passed (a daily task)."""
+EXPIRED_LOCK_WAIT_SECONDS = 600
+EXPIRED_LOCK_POLL_SECONDS = 2.0
+
+
+def instruments_deactivate_expired(*, today: date | None = None, wait_seconds: float | None = None) -> int:
+    """Stop streaming derivatives whose expiry has passed (a daily task); returns how many.
+
+    Takes the sync's lock, as every schedule touching the master does. A sync holding it
+    is waited for (it usually takes seconds, at most a minute or two), up to
+    ``wait_seconds`` (default ``EXPIRED_LOCK_WAIT_SECONDS``); then ``SyncLocked`` is
+    raised and nothing changes (the task fails visibly in admin > Task queue; the next
+    run, or a manual one, catches up).
+    """
     today = today or timezone.localdate()
+    wait_seconds = EXPIRED_LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait_seconds
+    waiting = False
+    while True:
+        try:
+            with named_lock(SYNC_LOCK):
+                return _deactivate_expired(today)
+        except LockHeld:
+            if time.monotonic() >= deadline:
+                raise SyncLocked(
+                    f"an instrument sync is running (waited {wait_seconds:.0f}s for its lock); expired "
+                    "instruments were not deactivated. Run the task again when the sync has finished."
+                ) from None
+            if not waiting:
+                logger.info("an instrument sync is running; waiting up to %.0fs to deactivate expired ones",
+                            wait_seconds)  # fmt: skip
+                waiting = True
+            time.sleep(EXPIRED_LOCK_POLL_SECONDS)
+
+
+def _deactivate_expired(today: date) -> int:
     with transaction.atomic():
         expired = Instrument.objects.filter(is_active=True, expiry__lt=today)
         tokens = [t for t in expired.values_list("instrument_token", flat=True) if t]
@@ -381,3 +556,53 @@ def instruments_deactivate_expired(*, today: date | None = None) -> int:
     if count:
         logger.info("deactivated %s expired instruments", count)
     return count
+
+
+# --- queueing a sync on the worker ----------------------------------------------------------
+
+
+@dataclass
+class SyncQueued:
+    task_name: str
+    task_id: str | None = None  # set once the transaction commits (at once outside one)
+
+
+def instrument_sync_enqueue(
+    *,
+    source: str,
+    url: str | None = None,
+    preset: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    by: str,
+) -> SyncQueued:
+    """Queue a sync requested from the web (API, admin) on the worker; its result lands in
+    a SyncRun. The URL is checked now (``UrlRefused``: not an allowed dump host, a private
+    address, credentials in it) and again by the worker before each request. Task
+    arguments are shown on django-q2's pages, so they never carry credentials: the task
+    reads them from the settings."""
+    if source not in PARSERS:
+        raise BadInput(f"unknown source {source!r}; expected one of {', '.join(PARSERS)}")
+    if preset and preset not in PRESET_CHOICES:
+        raise BadInput(f"unknown preset {preset!r}; expected one of {', '.join(PRESET_CHOICES)}")
+    url = (url or "").strip() or None
+    web_sync_url_check(url or _configured_url(source))
+    queued = SyncQueued(task_name=f"sync {source} by {by}"[:100])
+
+    def enqueue() -> None:
+        try:
+            queued.task_id = async_task(
+                "instruments.tasks.sync_instruments_task",
+                source=source, url=url, preset=preset or None, force=force, dry_run=dry_run,
+                triggered_by=f"user:{by}", from_web=True, task_name=queued.task_name, group="instrument-sync",
+            )  # fmt: skip
+        except Exception as exc:
+            logger.exception("could not queue the instrument sync requested by %s", by)
+            raise QueueUnavailable(
+                f"the task queue is unreachable ({type(exc).__name__}); the sync was not queued. Try again, "
+                "or run `manage.py sync_instruments` on the server"
+            ) from exc
+        logger.info("instrument sync queued by %s: task %s", by, queued.task_id)
+
+    transaction.on_commit(enqueue)
+    return queued

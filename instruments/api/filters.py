@@ -1,7 +1,8 @@
 import django_filters
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from instruments.models import Instrument
+from instruments.selectors import instruments_search
 
 
 class InstrumentFilter(django_filters.FilterSet):
@@ -20,7 +21,10 @@ class InstrumentFilter(django_filters.FilterSet):
         field_name="is_listed", help_text="Default: listed only. false: delisted."
     )
     source = django_filters.CharFilter()
-    search = django_filters.CharFilter(method="filter_search", help_text="Symbol prefix or name fragment.")
+    search = django_filters.CharFilter(
+        method="filter_search",
+        help_text="Symbol prefix, name fragment or exact token; exact matches first, then prefixes, then the rest.",
+    )
 
     class Meta:
         model = Instrument
@@ -31,14 +35,4 @@ class InstrumentFilter(django_filters.FilterSet):
         return queryset.filter(**{f"{name}__in": values}) if values else queryset
 
     def filter_search(self, queryset: QuerySet[Instrument], name: str, value: str) -> QuerySet[Instrument]:
-        term = value.strip()
-        if not term:
-            return queryset
-        # Results in symbol order: with the trigram indexes PostgreSQL then reads only the
-        # matches and keeps the top page, instead of walking the whole table in
-        # exchange order.
-        if term.isdigit():
-            matches = Q(instrument_token=int(term)) | Q(tradingsymbol__istartswith=term)
-        else:
-            matches = Q(tradingsymbol__istartswith=term) | Q(name__icontains=term)
-        return queryset.filter(matches).order_by("tradingsymbol", "id")
+        return instruments_search(queryset, term=value)

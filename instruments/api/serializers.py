@@ -7,7 +7,8 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from instruments.models import Instrument, Source, SyncRun
-from instruments.presets import FILTER_CHOICES
+from instruments.presets import PRESET_CHOICES
+from instruments.selectors import MAX_TOKEN
 
 
 class InstrumentSerializer(serializers.ModelSerializer):
@@ -55,7 +56,7 @@ def _datetime(value: datetime) -> str:
 
 class TokensSerializer(serializers.Serializer):
     tokens = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=10000,
+        child=serializers.IntegerField(min_value=1, max_value=MAX_TOKEN), allow_empty=False, max_length=10000,
         help_text="Kite instrument tokens of listed instruments.",
     )  # fmt: skip
 
@@ -72,8 +73,18 @@ class ActivationResultSerializer(serializers.Serializer):
 
 class SyncRequestSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=Source.choices, default=Source.KITE)  # type: ignore[assignment]
-    url = serializers.URLField(required=False, allow_blank=True)
-    filter = serializers.ChoiceField(choices=FILTER_CHOICES, required=False, allow_blank=True)
+    # Checked by the service (http(s), an allowed dump host, no credentials), not by
+    # Django's URL validator, which refuses host names without a dot.
+    url = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000,
+        help_text="Default: the source's configured URL. Only the configured dump hosts (and SYNC_ALLOWED_HOSTS), "
+        "with no credentials in the URL.",
+    )  # fmt: skip
+    # ``filter`` on the wire (as the command's --filter), ``preset`` in the code.
+    filter = serializers.ChoiceField(
+        choices=PRESET_CHOICES, required=False, allow_blank=True, source="preset",
+        help_text="Make the active set exactly this preset; 'all' or empty leaves active flags alone.",
+    )  # fmt: skip
     dry_run = serializers.BooleanField(default=False)
     force = serializers.BooleanField(default=False)
 

@@ -1,7 +1,12 @@
 from rest_framework.routers import DefaultRouter
 
-from instruments.api.views import InstrumentViewSet
+from instruments.api.views import InstrumentViewSet, PortalAPIRoot
 
-router = DefaultRouter(trailing_slash=True)
+
+class PortalRouter(DefaultRouter):
+    APIRootView = PortalAPIRoot
+
+
+router = PortalRouter(trailing_slash=True)
 router.register("instruments", InstrumentViewSet, basename="instrument")
 urlpatterns = router.urls

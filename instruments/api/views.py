@@ -7,12 +7,15 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from django_q.tasks import async_task
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.routers import APIRootView
 
 from instruments.api.filters import InstrumentFilter
 from instruments.api.serializers import (
@@ -23,43 +26,83 @@ from instruments.api.serializers import (
     instrument_rows,
 )
 from instruments.models import Instrument, Source
-from instruments.selectors import instrument_stats
-from instruments.services import instruments_activate, instruments_deactivate
-from instruments.sync.errors import ActivationLimitExceeded
+from instruments.selectors import MAX_TOKEN, instrument_stats
+from instruments.services import instrument_sync_enqueue, instruments_activate, instruments_deactivate
+from instruments.sync.errors import ActivationLimitExceeded, QueueUnavailable, SyncError
+
+
+class PortalAPIRoot(APIRootView):
+    """The Kite Trading Desk API: the instrument master and live prices, for strategies and tools.
+
+    **Authentication.** Send `Authorization: Token <key>` (an operator creates keys in
+    admin → Auth Token → Tokens), or use a logged-in browser session. Anonymous calls get
+    401 with `WWW-Authenticate: Token`.
+
+    **Endpoints.**
+
+    - `GET /api/instruments/`: listed instruments, 50 a page (`page`, `page_size` up to 1000).
+      Filters: `exchange`, `segment`, `instrument_type` (comma-separated), `name`,
+      `expiry_from`, `expiry_to`, `is_active`, `listed`, `source`, and `search` (symbol
+      prefix, name fragment or exact token; exact matches first).
+    - `GET /api/instruments/{token}/`: one instrument by its Kite token.
+    - `GET /api/instruments/stats/`: counts by exchange, segment and asset class; the last sync.
+    - `POST /api/instruments/activate/`, `/deactivate/` `{"tokens": [...]}`: stream or stop
+      streaming (needs the *change instrument* permission).
+    - `POST /api/instruments/sync/`: queue a sync of the master on the worker (needs *Can
+      start an instrument sync*); only the configured dump hosts are fetched.
+    - `GET /api/ticks/latest/?tokens=256265,738561&max_age=5`: the latest tick per
+      instrument (each with `received_at`) and the feed's status.
+    - `GET /api/schema/` (OpenAPI) and `/api/docs/` (browsable docs) describe every field.
+
+    Prices, strikes and tick sizes are decimal strings, never floats.
+    """
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().get(request, *args, **kwargs)
+        for name, url_name in (
+            ("ticks_latest", "ticks-latest"),
+            ("schema", "api-schema"),
+            ("docs", "api-docs"),
+        ):
+            response.data[name] = reverse(url_name, request=request, format=kwargs.get("format"))
+        response.data["authentication"] = (
+            "Authorization: Token <key> (admin > Auth Token > Tokens), or a session"
+        )
+        return response
 
 
 class CanChangeInstruments(permissions.BasePermission):
-    """Staff, or a user holding ``instruments.change_instrument``."""
+    """Holders of ``instruments.change_instrument`` (the admin's rule; superusers have it)."""
 
-    message = "Switching streaming needs staff status or the 'change instrument' permission."
+    message = "Switching streaming needs the 'Can change instrument' permission."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and (user.is_staff or user.has_perm("instruments.change_instrument"))
-        )
+        return bool(user and user.is_authenticated and user.has_perm("instruments.change_instrument"))
 
 
 class CanRunSync(permissions.BasePermission):
-    message = "Starting a sync needs staff status or the 'start an instrument sync' permission."
+    """Holders of ``instruments.run_sync`` (the admin's rule; superusers have it)."""
+
+    message = "Starting a sync needs the 'Can start an instrument sync' permission."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
-        return bool(
-            user and user.is_authenticated and (user.is_staff or user.has_perm("instruments.run_sync"))
-        )
+        return bool(user and user.is_authenticated and user.has_perm("instruments.run_sync"))
 
 
-def queue_sync(*, source: str, url: str = "", filter: str = "", dry_run: bool = False, force: bool = False,
-               by: str) -> str:  # fmt: skip
-    """Queue a sync on the worker; its result lands in SyncRun."""
-    return async_task(
-        "instruments.tasks.sync_instruments_task",
-        source=source, url=url or None, preset=filter or None, force=force, dry_run=dry_run,
-        triggered_by=f"user:{by}", task_name=f"sync {source} by {by}", group="instrument-sync",
-    )  # fmt: skip
+class InstrumentPagination(PageNumberPagination):
+    """``page`` and ``page_size`` (up to 1000); a page that does not exist is a 400 that says why."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+    invalid_page_message = "Invalid page {page_number!r}: {message}."
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except NotFound as exc:
+            raise ValidationError({"page": [str(exc.detail)]}) from None
 
 
 class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):
@@ -67,9 +110,10 @@ class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = InstrumentSerializer
     filterset_class = InstrumentFilter
+    pagination_class = InstrumentPagination
     lookup_field = "instrument_token"
     lookup_url_kwarg = "token"
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = r"\d{1,19}"  # a bigint; longer is a 404 from the URL resolver
 
     def get_queryset(self) -> QuerySet[Instrument]:
         queryset = Instrument.objects.all().order_by("exchange", "tradingsymbol", "id")
@@ -85,6 +129,8 @@ class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_object(self) -> Instrument:
         token = int(self.kwargs["token"])
+        if token > MAX_TOKEN:
+            raise NotFound("No instrument has that token.")
         # A token names one listed instrument; if none is listed, the latest that held it.
         listed = Instrument.objects.filter(
             source=Source.KITE, instrument_token=token, is_listed=True
@@ -127,14 +173,27 @@ class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):
         """Counts by exchange, segment and asset class; active counts; the last sync."""
         return Response(instrument_stats())
 
-    @extend_schema(request=SyncRequestSerializer, responses={202: inline_serializer(
-        "SyncQueued", {"task_id": serializers.CharField(), "status_url": serializers.CharField()})})  # fmt: skip
+    @extend_schema(request=SyncRequestSerializer, responses={
+        202: inline_serializer("SyncQueued", {"task_id": serializers.CharField(), "task_name": serializers.CharField(),
+                                              "status_url": serializers.CharField()}),
+        400: OpenApiResponse(description="Bad input, or a URL a sync started from the web may not fetch."),
+        503: OpenApiResponse(description="The task queue is unreachable; nothing was queued."),
+    })  # fmt: skip
     @action(detail=False, methods=["post"], permission_classes=[CanRunSync], filterset_class=None)
     def sync(self, request: Request) -> Response:
-        """Queue a sync on the worker (staff). Its outcome is recorded as a sync run."""
+        """Queue a sync on the worker. Its outcome is recorded as a sync run. A URL must be on
+        one of the configured dump hosts and carry no credentials."""
         payload = SyncRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        task_id = queue_sync(**payload.validated_data, by=request.user.get_username())
-        return Response(
-            {"task_id": task_id, "status_url": "/admin/instruments/syncrun/"}, status=status.HTTP_202_ACCEPTED
-        )
+        try:
+            queued = instrument_sync_enqueue(**payload.validated_data, by=request.user.get_username())
+        except QueueUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except SyncError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        body = {
+            "task_id": queued.task_id,
+            "task_name": queued.task_name,
+            "status_url": "/admin/instruments/syncrun/",
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)

@@ -2,8 +2,16 @@
 
 
 class SyncError(Exception):
+    """``detail`` is anything quoted from the input (a header line, a server's reason
+    phrase): part of the message for a person at a shell, left out of the record of a
+    sync started from the web (``summary``), which must never echo what a URL returned."""
+
     exit_code = 1
     status = "failed"
+
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
+        super().__init__(f"{message}{detail}")
+        self.summary = message
 
 
 class BadInput(SyncError):
@@ -30,6 +38,17 @@ class SourceUnreachable(SyncError):
     """The file or URL could not be read."""
 
     exit_code = 6
+
+
+class UrlRefused(SourceUnreachable):
+    """A sync started from the web named a URL it may not fetch (not an allowed dump host,
+    a private address, credentials in the URL). The command line is not restricted."""
+
+    status = "refused"
+
+
+class QueueUnavailable(SyncError):
+    """The task queue (Redis or the database broker) could not take the sync."""
 
 
 class ActivationLimitExceeded(SyncError):

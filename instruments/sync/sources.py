@@ -10,11 +10,12 @@ import gzip
 import io
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 CONNECT_TIMEOUT = 15
 READ_TIMEOUT = 120
+MAX_REDIRECTS = 5
 
 
 @dataclass
@@ -89,15 +91,33 @@ def _maybe_gunzip(stream: IO[bytes]) -> IO[bytes]:
     return buffered
 
 
+HeadersFor = Callable[[str], dict[str, str]]
+
+
+class Guard(Protocol):
+    """Checks a request before it is sent (``url``) and, through the connections of its
+    ``session()``, the address it reached (see ``policy.FetchGuard``)."""
+
+    def url(self, url: str) -> None: ...
+
+    def session(self) -> requests.Session: ...
+
+
 @contextmanager
 def open_dump(
     *,
     path: str | None = None,
     url: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers_for: HeadersFor | None = None,
+    guard: Guard | None = None,
     progress: Progress | None = None,
 ) -> Iterator[IO[bytes]]:
-    """Yield the dump's decompressed bytes as a stream, from ``path`` or ``url``."""
+    """Yield the dump's decompressed bytes as a stream, from ``path`` or ``url``.
+
+    ``headers_for(url)`` gives each request's headers (credentials only where they may
+    go); ``guard`` checks each request of a restricted (web-started) sync. Redirects are
+    followed here, at most ``MAX_REDIRECTS``, each one a new request through both.
+    """
     progress = progress or Progress()
     if path:
         file_path = Path(path)
@@ -113,18 +133,16 @@ def open_dump(
         return
     if not url:
         raise SourceUnreachable("no input: give --file PATH or --url URL")
-    shown = describe_input(url=url)
+    session = guard.session() if guard is not None else requests.Session()
     try:
-        response = requests.get(
-            url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), headers=headers or {}
-        )
-    except requests.RequestException as exc:
-        raise SourceUnreachable(f"cannot reach {shown}: {type(exc).__name__}") from exc
+        response, final_url = _get(session, url, headers_for=headers_for, guard=guard)
+    except BaseException:
+        session.close()
+        raise
+    shown = describe_input(url=final_url)
     try:
-        if response.status_code != 200:
-            raise SourceUnreachable(f"{shown} answered HTTP {response.status_code} {response.reason}")
         length = response.headers.get("Content-Length")
-        progress.total = int(length) if length and length.isdigit() else None
+        progress.total = int(length) if length and length.isascii() and length.isdigit() else None
         # Undo only the transport's Content-Encoding; a .gz body is detected by its bytes.
         response.raw.decode_content = True
         yield _maybe_gunzip(_CountingReader(response.raw, progress))  # type: ignore[arg-type]
@@ -132,3 +150,40 @@ def open_dump(
         raise SourceUnreachable(f"the download from {shown} broke off: {type(exc).__name__}") from exc
     finally:
         response.close()
+        session.close()
+
+
+def _get(
+    session: requests.Session, url: str, *, headers_for: HeadersFor | None, guard: Guard | None
+) -> tuple[requests.Response, str]:
+    """GET ``url`` (following redirects ourselves); the 200 response and its URL."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        if guard is not None:
+            guard.url(current)
+        shown = describe_input(url=current)
+        try:
+            response = session.get(
+                current,
+                stream=True,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                headers=headers_for(current) if headers_for else {},
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise SourceUnreachable(f"cannot reach {shown}: {type(exc).__name__}") from exc
+        try:
+            location = response.headers.get("Location")
+            if response.is_redirect and location:
+                current = urljoin(current, location)
+                response.close()
+                continue
+            if response.status_code != 200:
+                raise SourceUnreachable(
+                    f"{shown} answered HTTP {response.status_code}", detail=f" {response.reason}"
+                )
+        except BaseException:
+            response.close()
+            raise
+        return response, current
+    raise SourceUnreachable(f"{describe_input(url=url)}: more than {MAX_REDIRECTS} redirects")

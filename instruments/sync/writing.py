@@ -14,6 +14,10 @@ listed rows):
 3. otherwise the row is new.
 
 Listed rows in the dump's scope that nothing matched are delisted (and deactivated).
+
+Kite reuses tokens, so a token's latest tick may belong to the contract that held it
+before: ``apply`` also reports every token whose listed owner changes (``moved_tokens``),
+for the caller to drop their latest ticks once the sync has committed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +78,9 @@ class Counts:
     delisted: int = 0
     relisted: int = 0
     deactivated: int = 0
+    # Kite tokens whose listed owner changes: a new contract, a row's new or old token,
+    # a relisted row, a delisted row.
+    moved_tokens: set[int] = field(default_factory=set)
 
 
 def _vendor() -> str:
@@ -285,6 +292,9 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
                 FROM instruments i WHERE i.id = {STAGING}.match_id AND {STAGING}.changed IS NULL""",
         )
 
+        if source == "kite":
+            counts.moved_tokens |= _tokens_changing_owner(cursor)
+
         # 3. Delist: listed rows in scope that nothing matched, then listed rows anywhere
         #    whose key the dump gives to another contract.
         for condition, params in (
@@ -292,14 +302,13 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
             (f"{key} IN (SELECT {key} FROM {STAGING})", []),
         ):
             where = f"source = {source_literal} AND is_listed AND {condition} AND id NOT IN ({matched_ids})"
-            cursor.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) FROM instruments "
-                f"WHERE {where}",
-                params,
-            )
-            delisted, deactivated = (int(v) for v in cursor.fetchone())
+            cursor.execute(f"SELECT instrument_token, is_active FROM instruments WHERE {where}", params)
+            leaving = cursor.fetchall()
+            delisted = len(leaving)
             counts.delisted += delisted
-            counts.deactivated += deactivated
+            counts.deactivated += sum(1 for _, active in leaving if active)
+            if source == "kite":  # their tokens lose their listed owner
+                counts.moved_tokens.update(token for token, _ in leaving if token is not None)
             if delisted:
                 cursor.execute(
                     f"UPDATE instruments SET is_listed = FALSE, is_active = FALSE, delisted_at = %s, updated_at = %s "
@@ -348,6 +357,30 @@ def apply(*, source: str, scope: list[str], now: datetime) -> Counts:
         counts.inserted = cursor.rowcount
         cursor.execute(f"DROP TABLE IF EXISTS {STAGING}")
     return counts
+
+
+def _tokens_changing_owner(cursor: Any) -> set[int]:
+    """Tokens of the staged Kite rows whose listed owner after the sync is not the row that
+    held them listed before, and the old tokens of listed rows whose token changes.
+    (Tokens of rows about to be delisted are added by the caller.)"""
+    cursor.execute(
+        f"""SELECT s.instrument_token, m.instrument_token, m.is_listed
+            FROM {STAGING} s JOIN instruments m ON m.id = s.match_id
+            WHERE NOT (m.is_listed AND {_same("m.instrument_token", "s.instrument_token")})"""
+    )
+    moved: set[int] = set()
+    for new_token, old_token, was_listed in cursor.fetchall():
+        moved.add(new_token)
+        if was_listed and old_token is not None:
+            moved.add(old_token)
+    # A new contract under a token some row already had (listed or not).
+    cursor.execute(
+        f"""SELECT DISTINCT s.instrument_token FROM {STAGING} s JOIN instruments o
+                ON o.instrument_token = s.instrument_token AND o.source = 'kite'
+            WHERE s.match_id IS NULL"""
+    )
+    moved.update(token for (token,) in cursor.fetchall())
+    return moved
 
 
 def _coalesced(column: str, alias: str = "s") -> str:

@@ -129,20 +129,53 @@ def test_activating_an_expired_instrument_warns(staff_client):
     assert "already expired" in response.content.decode()
 
 
-def test_syncrun_admin_is_read_only_and_can_queue_a_sync(staff_client):
+def test_syncrun_admin_is_read_only_and_can_queue_a_sync(staff_client, django_capture_on_commit_callbacks):
     from django_q.brokers import get_broker
 
     response = staff_client.get("/admin/instruments/syncrun/")
     assert response.status_code == 200 and "Start a sync" in response.content.decode()
     assert staff_client.get("/admin/instruments/syncrun/add/").status_code == 403
     broker = get_broker()
-    queued = broker.queue_size()
-    response = staff_client.post(
-        reverse("admin:instruments_syncrun_start"), {"source": "kite", "filter": ""}, follow=True
-    )
-    assert "Sync queued" in response.content.decode()
-    assert broker.queue_size() == queued + 1
     broker.purge_queue()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            reverse("admin:instruments_syncrun_start"), {"source": "kite", "preset": "nifty"}, follow=True
+        )
+    assert "Sync queued" in response.content.decode()
+    assert broker.queue_size() == 1
+    broker.purge_queue()
+
+
+def test_search_ranks_the_exact_match_first_and_takes_any_input(staff_client):
+    for symbol, name in (
+        ("ANIFTY", "AXIS NIFTY 50 ETF"),
+        ("BNIFTY", "BIRLA NIFTY 50 ETF"),
+        ("NIFTY 50", "NIFTY 50"),
+    ):
+        InstrumentFactory(tradingsymbol=symbol, name=name)
+    page = staff_client.get(CHANGELIST, {"q": "Nifty 50"}).content.decode()
+    positions = [page.index(f">{symbol}</a>") for symbol in ("NIFTY 50", "ANIFTY", "BNIFTY")]
+    assert positions == sorted(positions)
+    # A clicked column still orders the list (column 1 is the symbol).
+    page = staff_client.get(CHANGELIST, {"q": "Nifty 50", "o": "1"}).content.decode()
+    assert page.index(">ANIFTY</a>") < page.index(">NIFTY 50</a>")
+    for term in ("²", "1" * 5000, str(2**64)):
+        assert staff_client.get(CHANGELIST, {"q": term}).status_code == 200
+    assert staff_client.get(CHANGELIST, {"q": "NIFTY\x00"}).status_code == 400
+    assert staff_client.get(CHANGELIST, {"exchange__exact": "N\x00SE"}).status_code == 400
+
+
+def test_the_list_leads_with_what_an_operator_acts_on(staff_client):
+    NiftyOptionFactory(tradingsymbol="NIFTY99DEC24050.5CE", strike="24050.5")
+    InstrumentFactory(tradingsymbol="RELIANCE")
+    page = staff_client.get(CHANGELIST).content.decode()
+    headers = [h for h in ("column-tradingsymbol", "column-is_active", "column-stream_mode") if h in page]
+    assert headers == ["column-tradingsymbol", "column-is_active", "column-stream_mode"]
+    assert (
+        page.index("column-tradingsymbol") < page.index("column-is_active") < page.index("column-stream_mode")
+    )
+    assert "column-tick_size" not in page and "column-segment" not in page
+    assert ">24050.5<" in page and "0.0000" not in page  # an equity's strike is blank
 
 
 def test_non_staff_cannot_reach_the_admin(client, plain_user):

@@ -9,15 +9,19 @@ pytestmark = pytest.mark.django_db
 LIST = "/api/instruments/"
 
 
-def test_anonymous_is_refused_everywhere(client):
+def test_anonymous_is_refused_everywhere_with_401(client):
+    """Settings put token authentication first: an anonymous call is a 401 that says how
+    to authenticate (``WWW-Authenticate: Token``), never a bare 403."""
     InstrumentFactory(instrument_token=738561)
-    for url in (LIST, f"{LIST}738561/", f"{LIST}stats/"):
-        assert client.get(url).status_code in (401, 403)
-    for url in (f"{LIST}activate/", f"{LIST}deactivate/", f"{LIST}sync/"):
-        assert client.post(url, {"tokens": [738561]}, content_type="application/json").status_code in (
-            401,
-            403,
-        )
+    responses = [client.get(url) for url in ("/api/", LIST, f"{LIST}738561/", f"{LIST}stats/")]
+    responses += [
+        client.post(url, {"tokens": [738561]}, content_type="application/json")
+        for url in (f"{LIST}activate/", f"{LIST}deactivate/", f"{LIST}sync/")
+    ]
+    for response in responses:
+        assert response.status_code == 401, response.request["PATH_INFO"]
+        assert response["WWW-Authenticate"] == "Token"
+    assert not Instrument.objects.filter(is_active=True).exists()
 
 
 def test_non_staff_can_read_but_not_switch_or_sync(trader_client):
@@ -116,21 +120,158 @@ def test_stats(trader_client):
     assert "last_sync" in body
 
 
-def test_staff_can_queue_a_sync(staff_client):
+def test_staff_can_queue_a_sync(staff_client, django_capture_on_commit_callbacks):
     from django_q.brokers import get_broker
 
     broker = get_broker()
-    queued = broker.queue_size()
-    response = staff_client.post(
-        f"{LIST}sync/", {"source": "kite", "filter": "nifty"}, content_type="application/json"
-    )
-    assert response.status_code == 202 and response.json()["task_id"]
-    assert broker.queue_size() == queued + 1
     broker.purge_queue()
-    assert (
-        staff_client.post(f"{LIST}sync/", {"source": "nse"}, content_type="application/json").status_code
-        == 400
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = staff_client.post(
+            f"{LIST}sync/", {"source": "kite", "filter": "nifty"}, content_type="application/json"
+        )
+    assert response.status_code == 202 and response.json()["task_name"] == "sync kite by operator"
+    assert len(callbacks) == 1 and broker.queue_size() == 1  # enqueued once the request's work committed
+    broker.purge_queue()
+    for payload in ({"source": "nse"}, {"filter": "midcap"}, {"url": "not a url"}):
+        response = staff_client.post(f"{LIST}sync/", payload, content_type="application/json")
+        assert response.status_code == 400, payload
+    assert broker.queue_size() == 0
+
+
+# --- permissions: the admin's rules --------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_without_permissions(client, django_user_model):
+    user = django_user_model.objects.create_user(username="clerk", password="clerk-pass-123", is_staff=True)
+    client.force_login(user)
+    return client
+
+
+def grant(user, *codenames):
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="instruments", codename__in=codenames)
     )
+
+
+def test_staff_status_alone_grants_nothing(staff_without_permissions, django_capture_on_commit_callbacks):
+    InstrumentFactory(instrument_token=738561, is_active=True)
+    InstrumentFactory(instrument_token=101)
+    for action, payload in (
+        ("activate", {"tokens": [101]}),
+        ("deactivate", {"tokens": [738561]}),
+        ("sync", {}),
+    ):
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = staff_without_permissions.post(
+                f"{LIST}{action}/", payload, content_type="application/json"
+            )
+        assert response.status_code == 403, action
+        assert callbacks == []
+    assert set(Instrument.objects.filter(is_active=True).values_list("instrument_token", flat=True)) == {
+        738561
+    }
+    # As in the admin, where the same user cannot use the actions either.
+    assert staff_without_permissions.get("/admin/instruments/syncrun/start/").status_code == 403
+
+
+def test_the_model_permissions_grant_what_they_say(
+    client, django_user_model, django_capture_on_commit_callbacks
+):
+    InstrumentFactory(instrument_token=101)
+    user = django_user_model.objects.create_user(
+        username="strategy", password="strategy-pass-123"
+    )  # not staff
+    client.force_login(user)
+    grant(user, "change_instrument")
+    assert (
+        client.post(f"{LIST}activate/", {"tokens": [101]}, content_type="application/json").status_code == 200
+    )
+    assert (
+        client.post(f"{LIST}deactivate/", {"tokens": [101]}, content_type="application/json").status_code
+        == 200
+    )
+    assert client.post(f"{LIST}sync/", {}, content_type="application/json").status_code == 403
+    grant(user, "run_sync")
+    user = django_user_model.objects.get(pk=user.pk)  # permissions are cached per user object
+    client.force_login(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(f"{LIST}sync/", {}, content_type="application/json").status_code == 202
+    from django_q.brokers import get_broker
+
+    get_broker().purge_queue()
+
+
+def test_a_superuser_has_every_permission(staff_client):
+    InstrumentFactory(instrument_token=101)
+    assert (
+        staff_client.post(f"{LIST}activate/", {"tokens": [101]}, content_type="application/json").status_code
+        == 200
+    )
+
+
+# --- search: ranking, and input that must never be a 500 ------------------------------------------
+
+
+def test_search_ranks_exact_matches_first_then_prefixes(trader_client):
+    etfs = [InstrumentFactory(tradingsymbol=f"{s}NIFTY", name=f"{n} NIFTY 50 ETF")
+            for s, n in (("A", "AXIS"), ("H", "HDFC"), ("N", "NIPPON"), ("I", "ICICI"))]  # fmt: skip
+    index = InstrumentFactory(tradingsymbol="NIFTY 50", name="NIFTY 50", segment="INDICES", exchange="NSE")
+    prefixed = InstrumentFactory(
+        tradingsymbol="NIFTY 50 EQUAL WEIGHT", name="NIFTY50 EQL WGT", segment="INDICES"
+    )
+    named = InstrumentFactory(tradingsymbol="ZNIFTY", name="NIFTY 50 VALUE 20")
+    symbols = [r["tradingsymbol"] for r in trader_client.get(LIST, {"search": "nifty 50"}).json()["results"]]
+    assert symbols[0] == index.tradingsymbol
+    assert set(symbols[1:3]) == {prefixed.tradingsymbol, named.tradingsymbol}
+    assert symbols[3:] == sorted(e.tradingsymbol for e in etfs)
+    token = trader_client.get(LIST, {"search": str(index.instrument_token)}).json()["results"]
+    assert [r["tradingsymbol"] for r in token] == ["NIFTY 50"]
+
+
+@pytest.mark.parametrize(
+    "term",
+    ["²", "١٢٣", "1" * 5000, "9" * 19, str(2**63), "\x00", "NIFTY\x00 50", "%", "_", "'; DROP TABLE x; --"],
+)
+def test_search_input_that_used_to_break_is_answered(trader_client, term):
+    InstrumentFactory(tradingsymbol="RELIANCE")
+    response = trader_client.get(LIST, {"search": term})
+    assert response.status_code in (200, 400), response.content[:200]
+
+
+def test_tokens_beyond_a_bigint_are_a_404_or_a_400(trader_client, staff_client):
+    for token in (str(2**63), "9" * 19, "9" * 25, "9" * 5000):
+        assert trader_client.get(f"{LIST}{token}/").status_code == 404, token[:30]
+    for token in (2**63, 10**30):
+        response = staff_client.post(f"{LIST}activate/", {"tokens": [token]}, content_type="application/json")
+        assert response.status_code == 400 and "tokens" in response.json()
+
+
+def test_an_impossible_page_is_a_400_that_says_why(trader_client):
+    InstrumentFactory.create_batch(3)
+    assert trader_client.get(LIST, {"page_size": 2, "page": 2}).json()["count"] == 3
+    for page in ("3", "0", "-1", "abc", "1.5", "9" * 40):
+        response = trader_client.get(LIST, {"page_size": 2, "page": page})
+        assert response.status_code == 400 and "Invalid page" in response.json()["page"][0], page
+    assert len(trader_client.get(LIST, {"page_size": 2}).json()["results"]) == 2
+    assert trader_client.get(LIST, {"page_size": 100000}).status_code == 200  # capped at 1000
+
+
+# --- the API's root ---------------------------------------------------------------------------------
+
+
+def test_the_api_root_describes_the_api(trader_client):
+    body = trader_client.get("/api/", HTTP_ACCEPT="application/json").json()
+    assert body["instruments"].endswith("/api/instruments/")
+    assert body["ticks_latest"].endswith("/api/ticks/latest/")
+    assert body["schema"].endswith("/api/schema/") and body["docs"].endswith("/api/docs/")
+    assert "Authorization: Token <key>" in body["authentication"]
+    page = trader_client.get("/api/", HTTP_ACCEPT="text/html").content.decode()
+    assert "Authorization: Token &lt;key&gt;" in page
+    assert "/api/ticks/latest/" in page and "max_age" in page
+    assert "The default basic root view" not in page
 
 
 def test_openapi_schema_and_docs(trader_client):

@@ -140,6 +140,33 @@ def test_upstox_json_maps_onto_the_model():
     assert bse["instrument_type"] == "EQ" and bse["exchange"] == "BSE"
 
 
+def test_upstox_json_numbers_never_pass_through_float():
+    """JSON numbers are read as Decimal from their text: a float would round these (its 17
+    significant digits), and integers and strings stay exactly what the dump says."""
+    text = (
+        b'[{"segment": "NSE_FO", "name": "NIFTY", "instrument_type": "CE", "instrument_key": "NSE_FO|1",'
+        b' "trading_symbol": "NIFTY 26 OCT 26 24050.2525 CE", "expiry": 1793125799000, "lot_size": 75,'
+        b' "exchange_token": "9007199254740993", "tick_size": 5.0, "strike_price": 24050.2525,'
+        b' "last_price": 12345678901234.5678},'
+        b' {"segment": "NSE_EQ", "name": "A", "instrument_type": "EQ", "instrument_key": "NSE_EQ|2",'
+        b' "trading_symbol": "A", "exchange_token": 9007199254740993, "tick_size": 0.1, "lot_size": 1.0,'
+        b' "last_price": "2400.55", "strike_price": 1e2}]'
+    )
+    rows, rejects = parse(text, parse_upstox)
+    assert rejects.count == 0, rejects.first
+    option, equity = rows
+    assert Decimal("12345678901234.5678") != 12345678901234.5678  # the value a float changes
+    assert option["last_price"] == Decimal("12345678901234.5678")
+    assert option["strike"] == Decimal("24050.2525")
+    assert option["tick_size"] == Decimal("0.05") and option["lot_size"] == 75
+    assert option["exchange_token"] == 9007199254740993 == equity["exchange_token"]  # beyond a float's 2**53
+    assert option["expiry"] == date(2026, 10, 27)
+    assert equity["last_price"] == Decimal("2400.55") and equity["tick_size"] == Decimal("0.001")
+    assert equity["lot_size"] == 1 and equity["strike"] == Decimal(100)
+    for value in (option["last_price"], option["strike"], equity["tick_size"], equity["strike"]):
+        assert isinstance(value, Decimal)
+
+
 def test_upstox_csv_flavour():
     data = (
         b'"instrument_key","exchange_token","tradingsymbol","name","last_price","expiry","strike","tick_size",'

@@ -279,3 +279,86 @@ def test_a_refused_run_records_no_writes(tmp_path):
     assert (run.inserted, run.delisted, run.activated) == (0, 0, 0)
     assert failure.value.report.inserted == 0
     assert not Instrument.objects.exists()
+
+
+# --- a token that changes contract loses its latest tick ------------------------------------
+
+
+def store_ticks(*tokens):
+    from ingestion.latest import latest_store
+
+    latest_store({token: f'{{"instrument_token": {token}, "last_price": "1.5"}}' for token in tokens})
+
+
+def ticked(*tokens):
+    from ingestion.latest import latest_ticks
+
+    return set(latest_ticks(list(tokens)))
+
+
+def option(token, symbol, strike, expiry="2099-12-30", kind="CE"):
+    return kite_row(token, symbol, exchange="NFO", segment="NFO-OPT", itype=kind, name="NIFTY", expiry=expiry,
+                    strike=strike, lot="75")  # fmt: skip
+
+
+def test_a_reused_token_drops_the_old_contracts_latest_tick(tmp_path, django_capture_on_commit_callbacks):
+    keep = kite_row(738561, "RELIANCE")
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, [option(10_000_002, "NIFTY24DEC24000CE", "24000", expiry="2024-12-26"), keep])
+    store_ticks(10_000_002, 738561)
+    reused = option(10_000_002, "NIFTY25MAR23000PE", "23000", expiry="2025-03-27", kind="PE")
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sync(tmp_path, [reused, keep])
+    assert report.inserted == 1 and report.delisted == 1
+    assert ticked(10_000_002, 738561) == {738561}  # the new contract starts with no price
+
+
+def test_a_contract_under_a_new_token_drops_both_tokens_ticks(tmp_path, django_capture_on_commit_callbacks):
+    keep = kite_row(738561, "RELIANCE")
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, [option(10_000_002, "NIFTY99DEC100CE", "100"), keep])
+    store_ticks(10_000_002, 20_000_002, 738561)  # 20_000_002: a stale tick of whatever held it before
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sync(tmp_path, [option(20_000_002, "NIFTY99DEC100CE", "100"), keep])
+    assert report.updated == 1 and report.inserted == 0
+    assert ticked(10_000_002, 20_000_002, 738561) == {738561}
+
+
+def test_a_delisted_rows_token_given_to_another_contract_drops_its_tick(
+    tmp_path, django_capture_on_commit_callbacks
+):
+    keep = kite_row(738561, "RELIANCE")
+    old = option(10_000_002, "NIFTY99DEC100CE", "100")
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, [old, keep])
+        sync(tmp_path, [keep], force=True)  # the option is delisted
+    store_ticks(10_000_002, 738561)
+    with django_capture_on_commit_callbacks(execute=True):
+        report = sync(tmp_path, [option(10_000_002, "NIFTY99DEC200CE", "200"), keep])
+    assert report.inserted == 1
+    assert ticked(10_000_002, 738561) == {738561}
+
+
+def test_swapped_tokens_and_delisted_rows_drop_their_ticks(tmp_path, django_capture_on_commit_callbacks):
+    a, b = option(1_000_002, "NIFTY99DEC100CE", "100"), option(2_000_002, "NIFTY99DEC200CE", "200")
+    keep, gone = kite_row(738561, "RELIANCE"), kite_row(3813889, "M&M")
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, [a, b, keep, gone])
+    store_ticks(1_000_002, 2_000_002, 738561, 3813889)
+    swapped = [option(2_000_002, "NIFTY99DEC100CE", "100"), option(1_000_002, "NIFTY99DEC200CE", "200"), keep]
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, swapped, force=True)
+    assert ticked(1_000_002, 2_000_002, 738561, 3813889) == {738561}
+
+
+def test_an_unchanged_resync_and_a_dry_run_keep_every_tick(tmp_path, django_capture_on_commit_callbacks):
+    rows = nifty_universe()
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, rows)
+    tokens = [int(r["instrument_token"]) for r in rows]
+    store_ticks(*tokens)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(tmp_path, rows)
+        moved = [{**rows[0], "instrument_token": "999999"}, *rows[1:]]
+        sync(tmp_path, moved, dry_run=True)
+    assert ticked(*tokens) == set(tokens)

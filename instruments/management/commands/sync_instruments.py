@@ -3,7 +3,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from instruments.presets import FILTER_CHOICES
+from instruments.presets import PRESET_CHOICES
 from instruments.services import SyncReport, instrument_sync
 from instruments.sync.errors import EXIT_CODES, SyncError
 from instruments.sync.sources import Progress
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--filter",
-            choices=FILTER_CHOICES,
+            choices=PRESET_CHOICES,
             help="Make the active set exactly this preset (nifty: NIFTY 50 + NIFTY futures/options; banknifty: "
             "NIFTY BANK + BANKNIFTY futures/options); 'all' or no filter leaves active flags alone.",
         )
