@@ -50,8 +50,8 @@ def market_time_far_from_now() -> datetime:
     return datetime(2030, 1, 7, hour, 0, tzinfo=IST)  # 7 January 2030 is a Monday
 
 
-@pytest.fixture
-def browser(chromium):
+@contextlib.contextmanager
+def launch_browser(chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -60,6 +60,12 @@ def browser(chromium):
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    with launch_browser(chromium) as browser:
+        yield browser
 
 
 @contextlib.contextmanager
@@ -78,11 +84,13 @@ def portal(arrangement, port, tmp_path):
         yield
 
 
-def open_dashboard(browser, port, *, clock=None):
+def open_dashboard(browser, port, *, clock=None, on_request=None):
     from playwright.sync_api import expect
 
     context = browser.new_context(timezone_id="America/New_York", viewport={"width": 1366, "height": 700})
     page = context.new_page()
+    if on_request is not None:
+        page.on("request", on_request)
     if clock is not None:
         page.clock.install(time=clock)
     page.goto(f"http://127.0.0.1:{port}/")

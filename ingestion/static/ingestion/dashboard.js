@@ -6,7 +6,8 @@
 // timestamp in IST (full mode only: quote and LTP packets carry none), never the
 // browser's clock. Bid/Ask show only while a visible instrument streams in full mode
 // (Kite sends depth only then). No inline script anywhere: the page runs under a
-// Content-Security-Policy with script-src 'self'.
+// Content-Security-Policy with script-src 'self'. Ticks and removals are passed on as
+// "portal:ticks" and "portal:removed" document events (the orders/positions panel uses them).
 (function () {
   "use strict";
   var SPARK_POINTS = 60;
@@ -251,6 +252,11 @@
     if (!row) updateDepthColumns();
   }
 
+  // The orders/positions panel (oms.js) marks positions with the same ticks.
+  function announce(name, detail) {
+    document.dispatchEvent(new CustomEvent(name, { detail: detail }));
+  }
+
   function connect() {
     clearTimeout(retryTimer);
     setState("connecting", retry ? "reconnecting…" : "connecting…");
@@ -262,13 +268,19 @@
       if (message.type === "ticks") {
         message.ticks.forEach(applyTick);
         updateDepthColumns();
+        announce("portal:ticks", message.ticks);
       } else if (message.type === "removed") {
         applyRemoved(message.tokens || []);
+        announce("portal:removed", message.tokens || []);
       } else if (message.type === "status") {
         applyStatus(message.status);
       }
     };
     socket.onclose = function () {
+      // The feed's heartbeat arrives on this socket: without it, its last state is not news.
+      var feed = document.getElementById("feed-state");
+      feed.textContent = "feed: unknown (no connection)";
+      feed.className = "pill pill-wait";
       var delay = Math.min(10, Math.pow(2, retry)) * 1000;
       retry += 1;
       setState("reconnecting", "disconnected, retrying in " + Math.round(delay / 1000) + "s");
