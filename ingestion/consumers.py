@@ -39,6 +39,7 @@ from ingestion.latest import latest_ticks
 from ingestion.publisher import LAYER_TIMEOUT, TICKS_GROUP
 from ingestion.sockets import RENEW_SECONDS, socket_claim, socket_release, socket_renew
 from ingestion.status import feed_status as read_feed_status
+from oms.broadcast import OMS_GROUP
 from tradingportal.logging import RepeatedFailure
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
         self.tokens: set[int] | None = None
         self.pending: dict[int, str] = {}  # token -> its latest tick, as JSON
         self.removed: set[int] = set()  # tokens to tell the client it should drop
+        self.oms_dirty = False  # an order or position changed since the last frame
         self.status: dict[str, Any] | None = None
         self.wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,6 +143,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_POLICY, reason="too many connections for this user")
             return
         await self.channel_layer.group_add(TICKS_GROUP, self.channel_name)
+        await self.channel_layer.group_add(OMS_GROUP, self.channel_name)
         self._joined = True
         await self.accept()
         self._start(self._send_loop(), "send")
@@ -182,11 +185,13 @@ class TicksConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._joined:
-            try:
-                await asyncio.wait_for(self.channel_layer.group_discard(TICKS_GROUP, self.channel_name),
-                                       LAYER_TIMEOUT)  # fmt: skip
-            except Exception:  # noqa: BLE001 - channels-redis expires group members by itself
-                logger.warning("could not leave the ticks group", exc_info=True)
+            for group in (TICKS_GROUP, OMS_GROUP):
+                try:
+                    await asyncio.wait_for(
+                        self.channel_layer.group_discard(group, self.channel_name), LAYER_TIMEOUT
+                    )
+                except Exception:  # noqa: BLE001 - channels-redis expires group members by itself
+                    logger.warning("could not leave the %s group", group, exc_info=True)
         if self._claimed:
             try:
                 await sync_to_async(socket_release, thread_sensitive=False)(
@@ -301,6 +306,12 @@ class TicksConsumer(AsyncWebsocketConsumer):
     async def feed_status(self, event: dict[str, Any]) -> None:
         self._queue_status(event["status"])
 
+    async def oms_changed(self, event: dict[str, Any]) -> None:
+        """An order or position changed: the dashboard's panel re-reads the API (the frame
+        says only that, never whose order, so a user sees nothing the API would not show)."""
+        self.oms_dirty = True
+        self.wakeup.set()
+
     def _queue_status(self, status: dict[str, Any]) -> None:
         self.status = status
         self.wakeup.set()
@@ -312,6 +323,9 @@ class TicksConsumer(AsyncWebsocketConsumer):
             if self.status is not None:
                 status, self.status = self.status, None
                 await self.send(text_data=json.dumps({"type": "status", "status": status}))
+            if self.oms_dirty:
+                self.oms_dirty = False
+                await self.send(text_data='{"type":"oms"}')
             if self.removed:
                 removed, self.removed = self.removed, set()
                 await self.send(text_data=json.dumps({"type": "removed", "tokens": sorted(removed)}))

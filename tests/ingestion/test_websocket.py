@@ -213,3 +213,32 @@ def test_the_per_user_cap_holds_across_web_processes(desk_user, tmp_path):
                 await until(again, "subscribed")
 
         asyncio.run(run())
+
+
+@requires_redis
+def test_an_order_change_tells_the_dashboard_to_reread_without_saying_whose(desk_user, tmp_path):
+    """The panel polls anyway; the ``oms`` frame makes it re-read at once. It carries nothing."""
+    import urllib.request
+
+    from django.contrib.auth.models import Permission
+    from rest_framework.authtoken.models import Token
+
+    InstrumentFactory(tradingsymbol="RELIANCE", instrument_token=738561, is_active=True)
+    desk_user.user_permissions.add(Permission.objects.get(codename="place_order"))
+    token = Token.objects.create(user=desk_user).key
+    port, process = web(tmp_path)
+    with process:
+        wait_for(lambda: port_open(port), timeout=30, what="uvicorn")
+        cookie = login_cookie(port, "desk", PASSWORD)
+
+        async def run():
+            async with socket(port, cookie) as ws:
+                body = json.dumps({"instrument_token": 738561, "transaction_type": "BUY", "quantity": 1,
+                                   "product": "MIS", "order_type": "LIMIT", "price": "10.00"}).encode()  # fmt: skip
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/orders/", data=body, method="POST",
+                                                 headers={"Authorization": f"Token {token}",
+                                                          "Content-Type": "application/json"})  # fmt: skip
+                await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).read())
+                return await until(ws, "oms")
+
+        assert asyncio.run(run()) == {"type": "oms"}

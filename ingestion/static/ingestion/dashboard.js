@@ -274,6 +274,8 @@
         announce("portal:removed", message.tokens || []);
       } else if (message.type === "status") {
         applyStatus(message.status);
+      } else if (message.type === "oms") {
+        announce("portal:oms", null);  // an order or position changed: the panel re-reads now
       }
     };
     socket.onclose = function () {

@@ -470,6 +470,10 @@
     renderTotals();
   });
 
+  document.addEventListener("portal:oms", function () {
+    if (!inFlight && !failures) schedule(0);
+  });
+
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) schedule(0);
   });
