@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -9,10 +10,51 @@ from rest_framework import serializers
 
 from oms.models import KillSwitchEvent, Order, OrderEvent, Trade, TradingState
 from oms.risk import OrderRequest
+from oms.updates import SECRET_KEYS  # the keys the audit trail masks when it stores a payload
+from tradingportal.security import REDACTED, redact
 
 
 def price_field(**options: Any) -> Any:
     return serializers.DecimalField(max_digits=18, decimal_places=4, min_value=Decimal(0), **options)
+
+
+def price_out(**options: Any) -> Any:
+    return serializers.DecimalField(max_digits=18, decimal_places=4, read_only=True, **options)
+
+
+def money_out(**options: Any) -> Any:
+    return serializers.DecimalField(max_digits=22, decimal_places=4, read_only=True, **options)
+
+
+# A credential inside text that is a JSON object or a Python dict's repr ('key': 'value'),
+# as a nested payload is stored (the update service keeps nested values as text).
+_SECRET_NAMES = "|".join(sorted(SECRET_KEYS))
+_QUOTED_SECRET = re.compile(
+    rf"""(?P<key>(?P<q>['"])(?:{_SECRET_NAMES})(?P=q)\s*:\s*)(?P<vq>['"])(?:\\.|(?!(?P=vq)).)*(?P=vq)""",
+    re.IGNORECASE,
+)
+
+
+def text_redacted(text: str) -> str:
+    """``redact`` (known secrets, credential parameters), and quoted credential pairs."""
+    text = redact(text)
+    return _QUOTED_SECRET.sub(lambda m: f"{m['key']}{m['vq']}{REDACTED}{m['vq']}", text)
+
+
+def payload_redacted(value: Any) -> Any:
+    """A stored broker payload as shown to people (API and admin): credential-named keys
+    masked at any depth and every string scrubbed of known secrets. The update service
+    redacts when it stores; this holds also for rows stored before a secret was known."""
+    if isinstance(value, dict):
+        return {
+            str(key): REDACTED if str(key).lower() in SECRET_KEYS else payload_redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [payload_redacted(item) for item in value]
+    if isinstance(value, str):
+        return text_redacted(value)
+    return value
 
 
 class OrderCreateSerializer(serializers.Serializer):
@@ -89,9 +131,17 @@ ORDER_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+class RedactedCharField(serializers.CharField):
+    """Text a broker sent (a status message): shown scrubbed of known secrets."""
+
+    def to_representation(self, value: Any) -> str:
+        return text_redacted(str(value))
+
+
 class OrderSerializer(serializers.ModelSerializer):
     strategy: Any = serializers.SlugRelatedField(slug_field="name", read_only=True)
     placed_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    status_message = RedactedCharField(read_only=True)
 
     class Meta:
         model = Order
@@ -100,10 +150,16 @@ class OrderSerializer(serializers.ModelSerializer):
 
 
 class OrderEventSerializer(serializers.ModelSerializer):
+    message = RedactedCharField(read_only=True)
+    payload = serializers.SerializerMethodField(help_text="What the broker sent (credentials masked).")
+
     class Meta:
         model = OrderEvent
         fields = ("at", "kind", "source", "actor", "old_status", "new_status", "message", "payload")
         read_only_fields = fields
+
+    def get_payload(self, event: OrderEvent) -> dict[str, Any]:
+        return payload_redacted(event.payload or {})
 
 
 class OrderDetailSerializer(OrderSerializer):
@@ -156,3 +212,114 @@ class KillSwitchEventSerializer(serializers.ModelSerializer):
         fields = ("id", "state", "strategy", "at", "by", "automatic", "rule", "reason", "cancel_open", "square_off",
                   "result")  # fmt: skip
         read_only_fields = fields
+
+
+# --- answers that are not model rows (the shape the selectors build, as the schema says) ---
+
+
+class PositionSerializer(serializers.Serializer):
+    """A position in Kite's shape (``oms.selectors.position_kite_shape``)."""
+
+    strategy = serializers.CharField(read_only=True)
+    tradingsymbol = serializers.CharField(read_only=True)
+    exchange = serializers.CharField(read_only=True)
+    instrument_token = serializers.IntegerField(read_only=True)
+    product = serializers.CharField(read_only=True)
+    quantity = serializers.IntegerField(read_only=True, help_text="Net quantity; negative is short, 0 flat.")
+    overnight_quantity = serializers.IntegerField(read_only=True)
+    multiplier = serializers.IntegerField(read_only=True)
+    average_price = price_out()
+    close_price = price_out()
+    last_price = price_out(allow_null=True)
+    pnl = money_out(help_text="realised + unrealised")
+    realised = money_out()
+    unrealised = money_out()
+    m2m = money_out(help_text="The day's mark to market.")
+    buy_quantity = serializers.IntegerField(read_only=True)
+    buy_value = money_out()
+    sell_quantity = serializers.IntegerField(read_only=True)
+    sell_value = money_out()
+    day_buy_quantity = serializers.IntegerField(read_only=True)
+    day_buy_value = money_out()
+    day_sell_quantity = serializers.IntegerField(read_only=True)
+    day_sell_value = money_out()
+    marked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class StrategyPnlSerializer(serializers.Serializer):
+    strategy = serializers.CharField(read_only=True)
+    mode = serializers.CharField(read_only=True)
+    realised = money_out()
+    unrealised = money_out()
+    pnl = money_out()
+    peak_pnl = money_out()
+    max_drawdown = money_out()
+    orders = serializers.IntegerField(read_only=True)
+    trades = serializers.IntegerField(read_only=True)
+    rejected = serializers.IntegerField(read_only=True)
+    turnover = money_out()
+
+
+class PnlSerializer(serializers.Serializer):
+    """Today's P&L (``oms.selectors.pnl_today``)."""
+
+    day = serializers.DateField(read_only=True, help_text="The trading day (IST).")
+    realised = money_out()
+    unrealised = money_out()
+    pnl = money_out()
+    strategies = StrategyPnlSerializer(many=True, read_only=True)
+
+
+class KillSwitchStepSerializer(serializers.Serializer):
+    """One engage or release as ``oms.killswitch.kill_switch_status`` describes it."""
+
+    id = serializers.IntegerField(read_only=True)
+    state = serializers.ChoiceField(choices=TradingState.choices, read_only=True)
+    strategy = serializers.CharField(read_only=True, allow_null=True, help_text="null: the whole desk.")
+    at = serializers.DateTimeField(read_only=True)
+    by = serializers.CharField(read_only=True, allow_null=True)
+    automatic = serializers.BooleanField(read_only=True)
+    rule = serializers.CharField(read_only=True)
+    reason = serializers.CharField(read_only=True)
+    cancel_open = serializers.BooleanField(read_only=True)
+    square_off = serializers.BooleanField(read_only=True)
+    result = serializers.DictField(read_only=True, help_text="What cancel_open and square_off did (counts).")
+
+
+class KillSwitchStatusSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=TradingState.choices, read_only=True, help_text="The desk's state."
+    )
+    engaged = serializers.BooleanField(read_only=True)
+    last_event = KillSwitchStepSerializer(read_only=True, allow_null=True)
+    strategies = KillSwitchStepSerializer(
+        many=True, read_only=True, help_text="Strategies whose own switch is engaged."
+    )
+
+
+class KillSwitchSetSerializer(KillSwitchStatusSerializer):
+    event = KillSwitchEventSerializer(read_only=True)
+
+
+class RefusalSerializer(serializers.Serializer):
+    rule = serializers.CharField(read_only=True, help_text="The risk rule that refused the order.")
+    detail = serializers.CharField(read_only=True)
+    order = OrderSerializer(read_only=True)
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField(read_only=True)
+
+
+class PostbackSerializer(serializers.Serializer):
+    """What the checksum covers; Kite sends the whole order besides (status, quantities...)."""
+
+    order_id = serializers.CharField()
+    order_timestamp = serializers.CharField()
+    checksum = serializers.CharField(help_text="sha256(order_id + order_timestamp + api_secret), hex")
+    status = serializers.CharField(required=False)
+
+
+class PostbackTakenSerializer(serializers.Serializer):
+    status = serializers.CharField(read_only=True)
+    known = serializers.BooleanField(read_only=True, help_text="false: not an order of ours (recorded).")
