@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench clean
 
-install: $(STAMP)  ## create .venv and install the pinned requirements (idempotent)
+install: $(STAMP)  ## create .venv, install the pinned requirements, write the local .env (idempotent)
+	@$(PY) -m tradingportal.runner --write-env
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)

@@ -14,6 +14,49 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+# Headless Chromium as the browser tests start it (no sandbox: CI runs as root).
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+]  # fmt: skip
+
+
+def chromium_path() -> str | None:
+    """Chromium for browser tests: ``CHROMIUM_PATH``, else Debian's ``chromium`` on PATH."""
+    import shutil
+
+    return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def serving(routes: dict[str, bytes | tuple[int, bytes]]) -> Iterator[str]:
+    """A real HTTP server on a free loopback port answering GET ``routes`` (path: body, or
+    (status, body)); anything else is a 404. Yields its base URL; always stops."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            route = routes.get(self.path.split("?")[0], (404, b"not found"))
+            status, body = route if isinstance(route, tuple) else (200, route)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

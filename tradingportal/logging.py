@@ -1,8 +1,12 @@
-"""Structured logging: one JSON object per line, secrets scrubbed before anything is written."""
+"""The portal's logging: secrets scrubbed before anything is written, one JSON object per
+line for files and services or plain lines for a person at a terminal (``LOG_FORMAT``), and
+uvicorn's own loggers (its access log included) routed through the same handler."""
 
 import json
 import logging
+import logging.config
 from datetime import UTC, datetime
+from typing import Any
 
 from tradingportal.security import redact
 
@@ -30,6 +34,23 @@ class RedactSecretsFilter(logging.Filter):
         return True
 
 
+# Extras that only repeat the message for a colour terminal (uvicorn's).
+_DROPPED_EXTRAS = {"color_message"}
+
+
+def _extra_value(value: object) -> object:
+    """An extra as JSON: numbers and flags as they are, lists and dicts item by item,
+    anything else as redacted text (Django's ``request`` extra prints the URL with its
+    query string)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _extra_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_extra_value(v) for v in value]
+    return redact(value if isinstance(value, str) else str(value))
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...extra}``: what log shippers read."""
 
@@ -41,8 +62,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                payload[key] = value
+            if key not in _STANDARD_ATTRS and key not in _DROPPED_EXTRAS and not key.startswith("_"):
+                payload[key] = _extra_value(value)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -82,3 +103,29 @@ class RepeatedFailure:
         if self.count:
             self.logger.info("%s works again after %s failures", self.what, self.count)
         self.count = 0
+
+
+class QuietHeartbeat(logging.Filter):
+    """Drops django-q2's per-task INFO lines for the worker heartbeat (one every few seconds)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        try:
+            from tradingportal.worker import HEARTBEAT_FUNC
+
+            return HEARTBEAT_FUNC not in record.getMessage()
+        except Exception:  # noqa: BLE001 - apps not ready yet, or a bad format string: keep the line
+            return True
+
+
+def configure(config: dict[str, Any]) -> None:
+    """Django's ``LOGGING_CONFIG``: apply ``LOGGING``, which routes uvicorn's loggers to the
+    portal's handler, keeping an access log that uvicorn was told not to write
+    (``--no-access-log``) switched off."""
+    access = logging.getLogger("uvicorn.access")
+    access_off = not access.propagate and not access.handlers  # what `uvicorn --no-access-log` leaves
+    logging.config.dictConfig(config)
+    if access_off:
+        access.handlers = []
+        access.propagate = False

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -67,36 +68,45 @@ def _next_daily(at: time, now: datetime) -> datetime:
     return candidate
 
 
-def schedules_register(*, now: datetime | None = None) -> dict[str, str]:
-    """Create or correct every planned schedule; returns {name: created|updated|unchanged}."""
+def schedules_register(*, now: datetime | None = None, dry_run: bool = False) -> dict[str, str]:
+    """Create or correct every planned schedule; returns {name: created|updated|unchanged}.
+
+    With ``dry_run`` nothing is written: the outcome says what a real run would do.
+    """
     from django_q.models import Schedule
 
     now = now or timezone.now()
     outcome: dict[str, str] = {}
-    for plan in planned_schedules():
-        kwargs = repr(plan.kwargs) if plan.kwargs else ""
-        wanted: dict[str, Any] = {
-            "func": plan.func,
-            "schedule_type": plan.schedule_type,
-            "minutes": plan.minutes,
-            "kwargs": kwargs,
-            "repeats": -1,
-        }
-        existing = Schedule.objects.filter(name=plan.name).order_by("id")
-        schedule = existing.first()
-        if schedule is None:
-            next_run = _next_daily(plan.at, now) if plan.at else now
-            Schedule.objects.create(name=plan.name, next_run=next_run, **wanted)
-            outcome[plan.name] = "created"
-            continue
-        existing.exclude(pk=schedule.pk).delete()  # duplicates from older, careless registrations
-        changed = [k for k, v in wanted.items() if getattr(schedule, k) != v]
-        for key in changed:
-            setattr(schedule, key, wanted[key])
-        if plan.at and (schedule.next_run is None or schedule.next_run.astimezone(IST).time() != plan.at):
-            schedule.next_run = _next_daily(plan.at, now)
-            changed.append("next_run")
-        if changed:
-            schedule.save(update_fields=changed)
-        outcome[plan.name] = "updated" if changed else "unchanged"
+    with transaction.atomic():
+        for plan in planned_schedules():
+            kwargs = repr(plan.kwargs) if plan.kwargs else ""
+            wanted: dict[str, Any] = {
+                "func": plan.func,
+                "schedule_type": plan.schedule_type,
+                "minutes": plan.minutes,
+                "kwargs": kwargs,
+                "repeats": -1,
+            }
+            existing = Schedule.objects.filter(name=plan.name).order_by("id")
+            schedule = existing.first()
+            if schedule is None:
+                if not dry_run:
+                    next_run = _next_daily(plan.at, now) if plan.at else now
+                    Schedule.objects.create(name=plan.name, next_run=next_run, **wanted)
+                outcome[plan.name] = "created"
+                continue
+            duplicates = existing.exclude(pk=schedule.pk)  # from older, careless registrations
+            changed = [k for k, v in wanted.items() if getattr(schedule, k) != v]
+            for key in changed:
+                setattr(schedule, key, wanted[key])
+            if plan.at and (schedule.next_run is None or schedule.next_run.astimezone(IST).time() != plan.at):
+                schedule.next_run = _next_daily(plan.at, now)
+                changed.append("next_run")
+            outcome[plan.name] = "updated" if changed or duplicates.exists() else "unchanged"
+            if dry_run:
+                continue
+            duplicates.delete()
+            if changed:
+                schedule.save(update_fields=changed)
+                logger.info("schedule %r updated: %s", plan.name, ", ".join(changed))
     return outcome
