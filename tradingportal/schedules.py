@@ -57,6 +57,15 @@ def planned_schedules() -> list[Planned]:
             schedule_type=Schedule.DAILY,
             at=_daily_time(settings.EXPIRED_DEACTIVATE_AT, "EXPIRED_DEACTIVATE_AT"),
         ),
+        # The ingestion runs the risk monitor every OMS_RISK_MONITOR_SECONDS (it has the
+        # ticks); this is the backstop while it does not run (django-q2 fires a schedule at
+        # most about once a minute).
+        Planned(
+            name="oms: risk monitor",
+            func="oms.tasks.risk_monitor_task",
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+        ),
     ]
 
 

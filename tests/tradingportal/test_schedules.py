@@ -93,6 +93,28 @@ def test_the_deactivate_expired_task_runs_as_scheduled():
     assert not expired.is_active and current.is_active
 
 
+def test_the_risk_monitor_backstop_marks_positions_as_scheduled():
+    import json
+    from decimal import Decimal
+
+    from ingestion.latest import latest_store
+    from oms.models import Position
+    from oms.risk import OrderRequest
+    from oms.services import order_place
+    from tests.factories import InstrumentFactory
+
+    stock = InstrumentFactory(is_active=True)
+    token = stock.instrument_token
+    latest_store({token: json.dumps({"instrument_token": token, "last_price": "100.00"})})
+    order_place(request=OrderRequest(transaction_type="BUY", quantity=2, product="MIS", order_type="MARKET"),
+                user=None, idempotency_key="backstop", instrument_token=token)  # fmt: skip
+    latest_store({token: json.dumps({"instrument_token": token, "last_price": "103.00"})})
+    task = run_as_the_cluster_would("oms: risk monitor")
+    assert task.success, task.result
+    assert task.result["marked"] == 1
+    assert Position.objects.get(instrument=stock).unrealised == Decimal("6.00")
+
+
 # --- manage.py register_schedules -------------------------------------------------------
 
 
