@@ -66,6 +66,12 @@ def planned_schedules() -> list[Planned]:
             schedule_type=Schedule.MINUTES,
             minutes=1,
         ),
+        Planned(
+            name="alerts: retry",
+            func="alerts.tasks.alerts_retry_task",
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+        ),
     ]
 
 
