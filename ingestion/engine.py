@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -58,6 +60,7 @@ RESTART_HEALTHY = 60.0
 RETRY_MIN = 0.1
 # PostgreSQL: while LISTEN works, the set is also re-read at least this often.
 LISTENING_POLL_SECONDS = 15.0
+ALERT_CHECK_SECONDS = 30.0  # how often a feed that is down asks the alerts
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -121,6 +124,8 @@ class IngestionEngine:
         self._db = sync_to_async(lambda fn, *a: fn(*a), thread_sensitive=True)
         self.publisher = TickPublisher(meta=lambda: self.meta, db=self._db)
         self._to_match: dict[int, dict[str, Any]] = {}
+        self._down_since: datetime | None = None  # when the feed last stopped streaming
+        self._next_alert_check = 0.0
         self.publisher.on_presented = self._to_match.update
         self._rate = 0.0
         self._order_tasks: set[asyncio.Task[Any]] = set()
@@ -449,6 +454,28 @@ class IngestionEngine:
                 health.failed(exc)
             else:
                 health.succeeded()
+            await self._alert_when_down(status)
+
+    async def _alert_when_down(self, status: dict[str, Any]) -> None:
+        """A feed that does not stream: alert when it has been down for a while in market
+        hours, and at once when Kite refuses the token. Alerts deduplicate themselves; this
+        only asks every ALERT_CHECK_SECONDS, never from the hot path."""
+        from alerts.conditions import alert_feed_down, alert_kite_login_needed
+
+        state = status["state"]
+        if state in ("connected", "idle"):
+            self._down_since = None
+            return
+        now = timezone.now()
+        if self._down_since is None:
+            self._down_since = now
+        if time.monotonic() < self._next_alert_check:
+            return
+        self._next_alert_check = time.monotonic() + ALERT_CHECK_SECONDS
+        if state == "auth_failed" and self.feed == "kite":
+            await self._db(functools.partial(alert_kite_login_needed, detail=status.get("error", "")))
+        await self._db(functools.partial(alert_feed_down, state=state, down_since=self._down_since,
+                                         error=status.get("error", "")))  # fmt: skip
 
 
 async def ingestion_run(

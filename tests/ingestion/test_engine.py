@@ -417,3 +417,32 @@ def test_a_plain_ws_url_to_a_remote_ticker_is_refused_and_shown():
 
     asyncio.run(run())
     assert asked == []  # the token was never even read for this URL
+
+
+def test_a_refused_token_alerts_kite_login_needed_once(tmp_path):
+    """The morning rollover: Kite refuses yesterday's token; the desk hears it once."""
+    from alerts.models import Alert, Kind
+    from ingestion.credentials import kite_credentials
+
+    InstrumentFactory(is_active=True)
+    token_file = tmp_path / "kite_token"
+    token_file.write_text("yesterday\n")
+
+    async def run():
+        simulator = await KiteSimulator(api_key="key", access_token="today", interval=0.05).start()
+        engine = IngestionEngine(url=simulator.url, credentials=kite_credentials, feed="kite")
+        stop = asyncio.Event()
+        task = asyncio.create_task(engine.run(stop))
+        try:
+            await eventually(lambda: engine.status()["state"] == "auth_failed", what="refused")
+            await until(lambda: _orm(lambda: Alert.objects.filter(kind=Kind.KITE_LOGIN).exists()), True,
+                        what="the alert")  # fmt: skip
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await simulator.stop()
+
+    with override_settings(KITE_API_KEY="key", KITE_ACCESS_TOKEN_FILE=str(token_file), **FAST):
+        asyncio.run(run())
+    alert = Alert.objects.get(kind=Kind.KITE_LOGIN)
+    assert "refused" in alert.body and "yesterday" not in alert.body and "today" not in alert.subject
