@@ -4,26 +4,43 @@ Desk-wide (no strategy) or for one strategy; an order is held to the stricter of
 two. Every engage and release is a ``KillSwitchEvent`` (who, why, automatic or not); the
 latest one is the state. Engaging can also cancel open orders and square off positions
 (market orders against each open position, which the switch itself lets through).
+
+Engaging takes the lock of every strategy it covers, the lock a placement holds from its
+risk check to its commit: a placement already past its check commits first (and is then
+seen by ``cancel_open``), every later one sees the switch. A square-off first cancels the
+position's own working orders (a resting target or stop would reopen it), and is kept
+up: while a switch that asked for it stands, every pass of the risk monitor squares off
+what is still open (an order-rate limit or a missing price delays a square-off, never
+drops it).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from oms import state as order_state
 from oms.models import KillSwitchEvent, Order, Position, Strategy, TradingState
 
 logger = logging.getLogger(__name__)
 _STRICTNESS = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+# A square-off refused for anything but the order rate (no price yet) is tried again after this.
+SQUARE_OFF_RETRY_SECONDS = 10
+
+
+def strictest(*states: str | None) -> str:
+    return max((s or TradingState.ACTIVE for s in states), key=lambda s: _STRICTNESS[TradingState(s)])
 
 
 def _latest(strategy: Strategy | None) -> KillSwitchEvent | None:
     events = KillSwitchEvent.objects.filter(strategy=strategy) if strategy else KillSwitchEvent.objects.filter(
         strategy__isnull=True)  # fmt: skip
-    return events.order_by("-at", "-id").first()
+    return events.select_related("by", "strategy").order_by("-at", "-id").first()
 
 
 def _latest_state(strategy: Strategy | None) -> str:
@@ -33,20 +50,25 @@ def _latest_state(strategy: Strategy | None) -> str:
 
 
 def trading_state_of(*, strategy: Strategy | None = None) -> str:
+    if strategy is not None and hasattr(strategy, "desk_state"):  # read with the locked row (oms.services)
+        return strictest(strategy.desk_state, getattr(strategy, "own_state", None))
     states = [_latest_state(None)]
     if strategy is not None:
         states.append(_latest_state(strategy))
-    return max(states, key=lambda s: _STRICTNESS[TradingState(s)])
+    return strictest(*states)
 
 
 def kill_switch_status() -> dict[str, Any]:
     """The desk-wide state and every strategy whose own switch is engaged."""
     desk = _latest(None)
-    engaged = []
-    for strategy in Strategy.objects.all():
-        own = _latest(strategy)
-        if own is not None and own.state != TradingState.ACTIVE:
-            engaged.append(_describe(own))
+    # Each strategy's latest event, in a constant number of queries however many there are.
+    latest = KillSwitchEvent.objects.filter(strategy=OuterRef("pk")).order_by("-at", "-id").values("pk")[:1]
+    ids = [
+        pk for pk in Strategy.objects.annotate(latest=Subquery(latest)).values_list("latest", flat=True) if pk
+    ]
+    owns = KillSwitchEvent.objects.filter(pk__in=ids).exclude(state=TradingState.ACTIVE).select_related(
+        "by", "strategy").order_by("strategy__name")  # fmt: skip
+    engaged = [_describe(own) for own in owns]
     return {
         "state": desk.state if desk else TradingState.ACTIVE,
         "engaged": bool(desk and desk.state != TradingState.ACTIVE),
@@ -79,6 +101,9 @@ def kill_switch_set(*, state: str, by: Any, reason: str = "", automatic: bool = 
     state = TradingState(state)
     engaging = state != TradingState.ACTIVE
     with transaction.atomic():
+        # Wait for placements past their risk check (they hold their strategy's lock).
+        covered = Strategy.objects.filter(pk=strategy.pk) if strategy is not None else Strategy.objects.all()
+        list(covered.select_for_update().order_by("pk").values_list("pk", flat=True))
         event = KillSwitchEvent.objects.create(
             state=state, strategy=strategy, at=timezone.now(), by=by if getattr(by, "pk", None) else None,
             automatic=automatic, rule=rule[:32], reason=reason[:2000], cancel_open=engaging and cancel_open,
@@ -101,7 +126,6 @@ def kill_switch_set(*, state: str, by: Any, reason: str = "", automatic: bool = 
 
 
 def _cancel_open(*, strategy: Strategy | None, event: KillSwitchEvent) -> tuple[int, int]:
-    from oms import state as order_state
     from oms.services import OrderError, order_cancel
 
     orders = Order.objects.filter(status__in=sorted(order_state.WORKING | order_state.PENDING))
@@ -121,24 +145,102 @@ def _cancel_open(*, strategy: Strategy | None, event: KillSwitchEvent) -> tuple[
 
 
 def _square_off(*, strategy: Strategy | None, event: KillSwitchEvent) -> tuple[int, int]:
-    positions = Position.objects.exclude(quantity=0).select_related("strategy")
+    """Square off every open position in the switch's scope; stops at the order rate
+    limit (the risk monitor's next passes go on: ``square_off_standing``)."""
+    positions = Position.objects.exclude(quantity=0).select_related("strategy", "instrument").order_by("pk")
     if strategy is not None:
         positions = positions.filter(strategy=strategy)
+    now = timezone.now()
     placed = refused = 0
     for position in positions:
-        order = position_square_off(position=position, source="kill_switch", key=f"kill-switch-{event.pk}")
-        if order is None or order.status == "RISK REJECTED" or order.status == "REJECTED":
-            refused += 1
-        else:
+        if _refused_lately(position, now=now):
+            continue
+        # One attempt per position and second at most (the key); a refusal for the order
+        # rate is retried on the next pass, any other after SQUARE_OFF_RETRY_SECONDS.
+        order = position_square_off(position=position, source="kill_switch",
+                                    key=f"kill-switch-{event.pk}-{position.quantity}-{int(now.timestamp())}")  # fmt: skip
+        if order is None:
+            continue  # flat by now, or a square-off already working
+        if order.status not in (order_state.RISK_REJECTED, order_state.REJECTED):
             placed += 1
+            continue
+        refused += 1
+        if order.risk_rule == "rate_limit":
+            break  # the rest wait for the next pass, not one refusal each
     return placed, refused
 
 
-def position_square_off(*, position: Position, source: str, key: str) -> Order | None:
-    """A MARKET order that flattens ``position`` (let through a kill switch: it reduces)."""
-    from oms.risk import OrderRequest
-    from oms.services import OrderError, order_place
+def _refused_lately(position: Position, *, now: Any) -> bool:
+    """The position's last square-off was refused, for something other than the order
+    rate, less than SQUARE_OFF_RETRY_SECONDS ago (no price yet: do not add a refusal per pass)."""
+    last = (
+        Order.objects.filter(strategy_id=position.strategy_id, instrument_id=position.instrument_id,
+                             product=position.product, source="kill_switch")
+        .order_by("-pk").values_list("status", "risk_rule", "placed_at").first()
+    )  # fmt: skip
+    if last is None or last[0] not in (order_state.RISK_REJECTED, order_state.REJECTED):
+        return False
+    return last[1] != "rate_limit" and now - last[2] < timedelta(seconds=SQUARE_OFF_RETRY_SECONDS)
 
+
+def square_off_standing() -> dict[str, int]:
+    """Keep up the square-offs of every engaged switch that asked for one (the risk
+    monitor calls this each pass): what is still open in its scope is squared off again."""
+    placed = refused = 0
+    for event in _standing_square_offs():
+        done, failed = _square_off(strategy=event.strategy, event=event)
+        placed, refused = placed + done, refused + failed
+    return {"placed": placed, "refused": refused}
+
+
+def _standing_square_offs() -> list[KillSwitchEvent]:
+    """Per scope (the desk, each strategy): the latest square-off asked for since the scope
+    was last released, if the switch is still engaged."""
+    standing = []
+    scopes: list[Strategy | None] = [
+        None,
+        *Strategy.objects.filter(kill_switch_events__square_off=True).distinct(),
+    ]
+    for scope in scopes:
+        events = KillSwitchEvent.objects.filter(strategy=scope) if scope is not None else (
+            KillSwitchEvent.objects.filter(strategy__isnull=True))  # fmt: skip
+        latest = events.order_by("-at", "-id").first()
+        if latest is None or latest.state == TradingState.ACTIVE:
+            continue
+        released = (
+            events.filter(state=TradingState.ACTIVE).order_by("-pk").values_list("pk", flat=True).first()
+        )
+        asked = events.filter(square_off=True, pk__gt=released or 0)
+        event = asked.select_related("strategy").order_by("-pk").first()
+        if event is not None:
+            standing.append(event)
+    return standing
+
+
+def position_square_off(*, position: Position, source: str, key: str) -> Order | None:
+    """A MARKET order that flattens ``position`` (let through a kill switch: it reduces),
+    after cancelling the position's own working orders: a resting target or stop left
+    behind would reopen it. None when nothing was placed (no position, or a square-off
+    already working)."""
+    from oms.risk import OrderRequest
+    from oms.services import OrderError, order_cancel, order_place
+
+    if position.quantity == 0:
+        return None
+    working = Order.objects.filter(
+        strategy_id=position.strategy_id, instrument_id=position.instrument_id, product=position.product,
+        status__in=sorted(order_state.WORKING | order_state.PENDING),
+    ).order_by("pk")  # fmt: skip
+    for order in working:
+        if order.source in ("kill_switch", "risk_monitor") and order.order_type == "MARKET":
+            return None  # a square-off is already on its way
+        try:
+            order_cancel(
+                order_id=order.pk, user=None, source=source, reason=f"square-off of position {position.pk}"
+            )
+        except OrderError:
+            logger.exception("square-off of position %s could not cancel order %s", position.pk, order.pk)
+    position.refresh_from_db(fields=["quantity"])
     if position.quantity == 0:
         return None
     request = OrderRequest(
@@ -148,8 +250,7 @@ def position_square_off(*, position: Position, source: str, key: str) -> Order |
     try:
         result = order_place(
             request=request, user=None, idempotency_key=f"{key}-{position.pk}", strategy_name=position.strategy.name,
-            instrument_token=position.instrument_token, exchange=position.exchange, source=source,
-            square_off=True,
+            instrument=position.instrument, source=source, square_off=True,
         )  # fmt: skip
     except OrderError:
         logger.exception("could not square off position %s", position.pk)

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from oms import state
 
@@ -88,32 +89,33 @@ class StrategyAccess(models.Model):
 
 
 class Order(models.Model):
+    # Labels as Kite writes them (without one, Django would show "Mis", "Slm", "Ioc").
     class TransactionType(models.TextChoices):
-        BUY = "BUY"
-        SELL = "SELL"
+        BUY = "BUY", "BUY"
+        SELL = "SELL", "SELL"
 
     class Product(models.TextChoices):
-        CNC = "CNC"
-        NRML = "NRML"
-        MIS = "MIS"
-        MTF = "MTF"
+        CNC = "CNC", "CNC"
+        NRML = "NRML", "NRML"
+        MIS = "MIS", "MIS"
+        MTF = "MTF", "MTF"
 
     class OrderType(models.TextChoices):
-        MARKET = "MARKET"
-        LIMIT = "LIMIT"
-        SL = "SL"
-        SLM = "SL-M"
+        MARKET = "MARKET", "MARKET"
+        LIMIT = "LIMIT", "LIMIT"
+        SL = "SL", "SL"
+        SLM = "SL-M", "SL-M"
 
     class Validity(models.TextChoices):
-        DAY = "DAY"
-        IOC = "IOC"
-        TTL = "TTL"
+        DAY = "DAY", "DAY"
+        IOC = "IOC", "IOC"
+        TTL = "TTL", "TTL"
 
     class Variety(models.TextChoices):
-        REGULAR = "regular"
-        AMO = "amo"
-        CO = "co"
-        ICEBERG = "iceberg"
+        REGULAR = "regular", "regular"
+        AMO = "amo", "amo"
+        CO = "co", "co"
+        ICEBERG = "iceberg", "iceberg"
 
     STATUS_CHOICES = [(s, s) for s in sorted(state.ALL)]
 
@@ -160,6 +162,13 @@ class Order(models.Model):
     status_sequence = models.BigIntegerField(
         default=0, help_text="Sequence of the last applied broker status (stale updates are ignored)."
     )
+    paper_rested_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Paper broker: when the order first rested against a price that did not reach it. From then "
+        "on it fills at its own limit when the market comes to it; until then (placed without a price, an AMO, "
+        "just modified) the first price it meets fills it as a marketable order, at the market. A DAY order "
+        "ends with the trading day it rested in.",
+    )  # fmt: skip
     placed_at = models.DateTimeField(db_index=True)
     updated_at = models.DateTimeField()
 
@@ -169,6 +178,13 @@ class Order(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["placed_by", "idempotency_key"], name="oms_order_idempotency_uniq"
+            ),
+            # NULLs are distinct in a unique constraint: the system's own orders (kill switch,
+            # risk monitor) need their own.
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(placed_by__isnull=True),
+                name="oms_order_system_idempotency_uniq",
             ),
             models.UniqueConstraint(
                 fields=["broker", "broker_order_id"],
@@ -182,6 +198,12 @@ class Order(models.Model):
         ]
         indexes = [
             models.Index(fields=["strategy", "-placed_at"], name="oms_order_strategy_idx"),
+            # The working orders of a strategy (the pre-trade rules count them on every placement).
+            models.Index(
+                fields=["strategy", "instrument"],
+                condition=Q(status__in=sorted(state.WORKING | state.PENDING)),
+                name="oms_order_strategy_working_idx",
+            ),
             models.Index(
                 fields=["broker", "instrument_token"],
                 condition=Q(status__in=sorted(state.WORKING | state.PENDING)),
@@ -324,7 +346,7 @@ class OrderEvent(models.Model):
         indexes = [models.Index(fields=["order", "at"], name="oms_event_order_idx")]
 
     def __str__(self) -> str:
-        return f"{self.at:%H:%M:%S} {self.kind} {self.old_status}->{self.new_status}"
+        return f"{timezone.localtime(self.at):%H:%M:%S} {self.kind} {self.old_status}->{self.new_status}"
 
 
 class TradingState(models.TextChoices):
@@ -356,7 +378,7 @@ class KillSwitchEvent(models.Model):
 
     def __str__(self) -> str:
         who = "automatic" if self.automatic else (self.by.get_username() if self.by else "system")
-        return f"{self.state} at {self.at:%Y-%m-%d %H:%M:%S} by {who}"
+        return f"{self.state} at {timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} IST by {who}"
 
     @property
     def engaged(self) -> bool:

@@ -6,10 +6,16 @@ process (which has the ticks; in one-command mode too), and once a minute as a d
 schedule as a backstop (django-q2's scheduler wakes only every 30 s, too coarse for risk).
 It takes a lock, so two runs never act twice. On a limit:
 
-- a position whose loss reaches ``max_position_loss`` is squared off (a market order);
+- a position whose loss today (its day's mark to market, ``m2m``: today's trades and the
+  move of what was carried in, never an earlier day's loss) reaches ``max_position_loss``
+  is squared off (a market order);
 - a strategy whose day P&L reaches ``-max_daily_loss``, or falls ``max_drawdown`` below
   the day's peak, gets its own kill switch engaged automatically in REDUCING mode (it can
-  still flatten; ``OMS_AUTO_SQUARE_OFF`` also squares it off).
+  still flatten; ``OMS_AUTO_SQUARE_OFF`` also squares it off);
+- a kill switch that asked for a square-off and still stands has what is still open
+  squared off again (``oms.killswitch.square_off_standing``);
+- paper orders no price will end are ended (``oms.brokers.paper.paper_housekeeping``:
+  TTL and DAY expiry, orders left in PUT ORDER REQ RECEIVED).
 """
 
 from __future__ import annotations
@@ -45,16 +51,21 @@ def risk_monitor_run() -> dict[str, Any]:
 
 def _run() -> dict[str, Any]:
     from ingestion.latest import latest_ticks
+    from oms.brokers.paper import paper_housekeeping
+    from oms.killswitch import square_off_standing
 
+    housekeeping = paper_housekeeping()
     now = timezone.now()
     today = timezone.localdate(now)
-    positions = list(Position.objects.exclude(quantity=0).select_related("strategy"))
-    ticks = latest_ticks(sorted({p.instrument_token for p in positions}))
+    positions = list(Position.objects.exclude(quantity=0).select_related("strategy", "instrument"))
+    # A delisted contract's token may name a new contract now (Kite reuses tokens): its
+    # ticks are not this position's prices.
+    ticks = latest_ticks(sorted({p.instrument_token for p in positions if p.instrument.is_listed}))
     unrealised: dict[int, Decimal] = defaultdict(lambda: ZERO)
     marked = 0
     breaches: list[Position] = []
     for position in positions:
-        tick = ticks.get(position.instrument_token)
+        tick = ticks.get(position.instrument_token) if position.instrument.is_listed else None
         with transaction.atomic():
             locked = Position.objects.select_for_update().get(pk=position.pk)
             roll_day(locked, today)
@@ -65,11 +76,13 @@ def _run() -> dict[str, Any]:
             locked.save()
         unrealised[locked.strategy_id] += locked.unrealised
         limit = Limits.for_strategy(position.strategy).max_position_loss
-        if locked.quantity and locked.realised + locked.unrealised <= -limit:
+        if locked.quantity and locked.m2m <= -limit:
             breaches.append(locked)
     squared = [p.pk for p in breaches if _square_off_once(p, reason="max_position_loss")]
     engaged = _day_limits(today=today, unrealised=unrealised, now=now)
-    return {"marked": marked, "positions": len(positions), "squared_off": squared, "engaged": engaged}
+    standing = square_off_standing()
+    return {"marked": marked, "positions": len(positions), "squared_off": squared, "engaged": engaged,
+            "square_offs_kept_up": standing["placed"], **housekeeping}  # fmt: skip
 
 
 def _square_off_once(position: Position, *, reason: str) -> bool:

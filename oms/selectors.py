@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -12,6 +14,7 @@ from oms import state
 from oms.models import DailyStats, Order, Position, StrategyAccess, Trade
 
 ZERO = Decimal(0)
+VALUE_PLACES = Decimal("0.0001")
 
 
 def _strategy_of(user: Any) -> int | None:
@@ -125,3 +128,78 @@ def pnl_today(*, user: Any = None) -> dict[str, Any]:
     unrealised = sum((r["unrealised"] for r in strategies), ZERO)
     return {"day": today.isoformat(), "realised": realised, "unrealised": unrealised,
             "pnl": realised + unrealised, "strategies": strategies}  # fmt: skip
+
+
+# --- what a strategy holds and may yet trade (the risk rules' book) -------------------------
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A strategy's book as the pre-trade rules see it, for one instrument and product."""
+
+    position: int = 0  # net quantity in the instrument, all products
+    product_position: int = 0  # ... in the order's product
+    open_positions: int = 0  # the strategy's non-flat positions
+    unrealised: Decimal = ZERO  # of those positions, as last marked
+    working_buy: int = 0  # still to fill on the strategy's working orders in the instrument
+    working_sell: int = 0
+    product_working_buy: int = 0  # ... in the order's product
+    product_working_sell: int = 0
+    other_working_instruments: int = 0  # other instruments with working orders and no open position
+
+
+_EXPOSURE_SQL = """
+SELECT pos.here, pos.product_here, pos.open_count, pos.unrealised,
+       ord.buy, ord.sell, ord.product_buy, ord.product_sell, ord.others
+FROM (
+    SELECT COALESCE(SUM(CASE WHEN instrument_id = %(instrument)s THEN quantity ELSE 0 END), 0) AS here,
+           COALESCE(SUM(CASE WHEN instrument_id = %(instrument)s AND product = %(product)s THEN quantity ELSE 0 END),
+                    0) AS product_here,
+           COUNT(CASE WHEN quantity <> 0 THEN 1 END) AS open_count,
+           COALESCE(SUM(CASE WHEN quantity <> 0 THEN unrealised ELSE 0 END), 0) AS unrealised
+    FROM {position} WHERE strategy_id = %(strategy)s
+) pos CROSS JOIN (
+    SELECT COALESCE(SUM(CASE WHEN instrument_id = %(instrument)s AND transaction_type = 'BUY'
+                             THEN pending_quantity ELSE 0 END), 0) AS buy,
+           COALESCE(SUM(CASE WHEN instrument_id = %(instrument)s AND transaction_type = 'SELL'
+                             THEN pending_quantity ELSE 0 END), 0) AS sell,
+           COALESCE(SUM(CASE WHEN instrument_id = %(instrument)s AND product = %(product)s
+                             AND transaction_type = 'BUY' THEN pending_quantity ELSE 0 END), 0) AS product_buy,
+           COALESCE(SUM(CASE WHEN instrument_id = %(instrument)s AND product = %(product)s
+                             AND transaction_type = 'SELL' THEN pending_quantity ELSE 0 END), 0) AS product_sell,
+           COUNT(DISTINCT CASE WHEN instrument_id <> %(instrument)s AND instrument_id NOT IN (
+                   SELECT instrument_id FROM {position} WHERE strategy_id = %(strategy)s AND quantity <> 0)
+               THEN instrument_id END) AS others
+    FROM {order} WHERE strategy_id = %(strategy)s AND status IN ({working}) AND id <> %(exclude)s
+) ord
+"""
+
+
+def _value(raw: Any) -> Decimal:
+    """A summed money column: Decimal on PostgreSQL, int/float/str on SQLite."""
+    return raw if isinstance(raw, Decimal) else Decimal(str(raw)).quantize(VALUE_PLACES)
+
+
+def strategy_exposure(*, strategy_id: int, instrument_id: int, product: str,
+                      exclude_order: int | None = None) -> Exposure:  # fmt: skip
+    """The strategy's positions and working orders as the rules need them, in one query
+    (every placement runs it, with the strategy locked). ``exclude_order``: an order being
+    modified, whose working quantity is the modification's."""
+    working = sorted(state.WORKING | state.PENDING)
+    sql = _EXPOSURE_SQL.format(
+        position=connection.ops.quote_name(Position._meta.db_table),
+        order=connection.ops.quote_name(Order._meta.db_table),
+        working=", ".join(f"%(status{i})s" for i in range(len(working))),
+    )
+    params: dict[str, Any] = {"strategy": strategy_id, "instrument": instrument_id, "product": product,
+                              "exclude": exclude_order or 0, **{f"status{i}": s for i, s in enumerate(working)}}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    here, product_here, open_count, unrealised, buy, sell, product_buy, product_sell, others = row
+    return Exposure(
+        position=int(here), product_position=int(product_here), open_positions=int(open_count),
+        unrealised=_value(unrealised), working_buy=int(buy), working_sell=int(sell),
+        product_working_buy=int(product_buy), product_working_sell=int(product_sell),
+        other_working_instruments=int(others),
+    )  # fmt: skip

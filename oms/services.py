@@ -2,16 +2,28 @@
 
 Placement (``order_place``):
 
-1. idempotency: the same ``Idempotency-Key`` from the same user is the same order
-   (a unique constraint decides under concurrency, not a read-then-write); a replay with
-   a different body is refused (``IdempotencyConflict``);
-2. with the strategy row locked (placements of one strategy are serialised, so two
-   orders cannot both squeeze past a limit), the pre-trade risk validator
-   (``oms.risk``) runs and the order is stored: ``RISK REJECTED`` with the rule and the
+1. the request is checked (``order_request_problem``: whole positive quantities, prices as
+   ``Decimal`` of at most 4 places, what each order type needs): an ``OrderError`` says
+   what is wrong, nothing is written;
+2. idempotency: the same ``Idempotency-Key`` from the same user is the same order
+   (a unique constraint decides under concurrency, not a read-then-write; the system's
+   own orders have theirs); a replay with a different body is refused
+   (``IdempotencyConflict``);
+3. with the strategy row locked (placements of one strategy are serialised, so two
+   orders cannot both squeeze past a limit; the kill switch takes the same lock), the
+   pre-trade risk validator (``oms.risk``) runs against the positions and the orders
+   still working, and the order is stored: ``RISK REJECTED`` with the rule and the
    reason, or ``PUT ORDER REQ RECEIVED``;
-3. after commit, outside any transaction, the strategy's broker is called (paper now;
-   Kite for LIVE strategies with the next issue) and its answer goes through the one
-   update service (``oms.updates.order_update``).
+4. the strategy's broker is called and its answer goes through the one update service
+   (``oms.updates.order_update``): the paper broker, which answers at once, in the same
+   transaction (the order is never seen half-placed, and fills at the price the rules
+   checked); a remote broker (Kite, for LIVE strategies with the next issue) after
+   commit, outside any transaction.
+
+Modify and cancel lock the order (and, for a modify, its strategy) and decide on the row
+as it is: a modify is checked by the same rules as a new order (its own quantity not
+counted twice), and a paper order that a modify makes marketable trades at once, at the
+market.
 """
 
 from __future__ import annotations
@@ -19,26 +31,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Sum
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from instruments.models import Instrument
 from oms import state
 from oms.brokers.base import Broker, BrokerRejected, BrokerUnavailable
-from oms.brokers.paper import PaperBroker
-from oms.models import DailyStats, Mode, Order, OrderEvent, Position, Strategy, StrategyAccess
+from oms.brokers.paper import PaperBroker, paper_match_locked, paper_send_locked, quote_from_tick
+from oms.killswitch import trading_state_of
+from oms.models import DailyStats, KillSwitchEvent, Mode, Order, OrderEvent, Strategy, StrategyAccess
 from oms.risk import Limits, OrderRequest, Refusal, RiskContext, risk_check
+from oms.selectors import orders_visible_to, strategy_exposure
 from oms.updates import Applied, Fill, OrderUpdate, order_update
 
 logger = logging.getLogger(__name__)
 MANUAL_STRATEGY = "manual"
+# Statuses of orders that may still trade (they count towards the position limits).
+OPEN_STATUSES = sorted(state.WORKING | state.PENDING)
+# Above this, price x quantity no longer fits the value columns (22 digits, 4 places).
+VALUE_LIMIT = Decimal(10) ** 17
+PRICE_PLACES = 4
 
 
 class OrderError(Exception):
@@ -77,18 +98,133 @@ def broker_for(order: Order) -> Broker:
     )
 
 
+def _local(order: Order) -> bool:
+    """The order's broker answers at once (paper): it is called inside the transaction."""
+    return order.broker == "paper"
+
+
+# --- what an order request may be ---------------------------------------------------------------
+
+
+def _price_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return f"{name} must be a Decimal number (not {type(value).__name__} {value!r})"
+    if value < 0:
+        return f"{name} must be at least 0 (not {value})"
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -PRICE_PLACES:
+        return f"{name} {value} has more than {PRICE_PLACES} decimal places"
+    return None
+
+
+def order_request_problem(request: OrderRequest) -> str | None:
+    """What is wrong with ``request`` (None: nothing). The same rules as the API's
+    serializer, for every caller of the services."""
+    for name, choices in (("transaction_type", Order.TransactionType), ("product", Order.Product),
+                          ("order_type", Order.OrderType), ("validity", Order.Validity),
+                          ("variety", Order.Variety)):  # fmt: skip
+        value = getattr(request, name)
+        if value not in choices.values:
+            return f"{name} must be one of {', '.join(choices.values)} (not {value!r})"
+    quantity = request.quantity
+    if type(quantity) is not int or quantity < 1:
+        return f"quantity must be a whole number of units, at least 1 (not {quantity!r})"
+    for name in ("price", "trigger_price"):
+        if problem := _price_problem(name, getattr(request, name)):
+            return problem
+    for name in ("stop_loss", "target"):  # None or 0: not given
+        value = getattr(request, name)
+        if value is not None and (problem := _price_problem(name, value)):
+            return problem
+    kind, price, trigger = request.order_type, request.price, request.trigger_price
+    if kind in ("LIMIT", "SL") and not price:
+        return f"a {kind} order needs a price above 0"
+    if kind in ("SL", "SL-M") and not trigger:
+        return f"a {kind} order needs a trigger_price above 0"
+    if kind == "MARKET" and price:
+        return "a MARKET order takes no price (send 0 or leave it out)"
+    if kind in ("MARKET", "LIMIT") and trigger and request.variety != "co":
+        return f"a {kind} order takes no trigger_price"
+    if kind == "SL" and (trigger - price) * request.side > 0:
+        relation = "above" if request.side > 0 else "below"
+        return f"the trigger_price {trigger} of a stop-loss {request.transaction_type} must not be {relation} its price {price}"
+    if request.validity == "TTL" and not (type(request.validity_ttl) is int and request.validity_ttl >= 1):
+        return "TTL validity needs validity_ttl (whole minutes, at least 1)"
+    if max(price, trigger) * quantity >= VALUE_LIMIT:
+        return f"the order's value {max(price, trigger) * quantity:.0f} is beyond any real order"
+    return None
+
+
+def _checked(request: OrderRequest) -> OrderRequest:
+    problem = order_request_problem(request)
+    if problem is not None:
+        raise OrderError(problem)
+    return request
+
+
 # --- placement ---------------------------------------------------------------------------------
 
 
-def strategy_for(*, name: str | None, user: Any) -> Strategy:
+def _strategy_name_for(*, name: str | None, user: Any) -> str:
     """The strategy an order is for: the one the user is tied to, else ``name`` (default manual)."""
-    access = StrategyAccess.objects.filter(user=user).select_related("strategy").first() if user else None
-    wanted = name or (access.strategy.name if access else MANUAL_STRATEGY)
-    if access is not None and access.strategy.name != wanted:
-        raise NotAllowed(f"this API user may only trade strategy {access.strategy.name!r}")
+    tied = (
+        StrategyAccess.objects.filter(user=user).values_list("strategy__name", flat=True).first()
+        if user is not None and getattr(user, "pk", None)
+        else None
+    )
+    wanted = name or tied or MANUAL_STRATEGY
+    if tied is not None and tied != wanted:
+        raise NotAllowed(f"this API user may only trade strategy {tied!r}")
+    return wanted
+
+
+def strategy_for(*, name: str | None, user: Any) -> Strategy:
+    """The strategy an order is for (see ``_strategy_name_for``), unlocked."""
+    wanted = _strategy_name_for(name=name, user=user)
     strategy = Strategy.objects.filter(name=wanted).first()
     if strategy is None:
         raise OrderError(f"unknown strategy {wanted!r}")
+    return strategy
+
+
+_LOCKED_STRATEGY_SQL = (
+    "SELECT s.*, (SELECT k.state FROM {events} k WHERE k.strategy_id IS NULL ORDER BY k.at DESC, k.id DESC LIMIT 1)"
+    " AS desk_state, (SELECT k.state FROM {events} k WHERE k.strategy_id = s.id ORDER BY k.at DESC, k.id DESC"
+    " LIMIT 1) AS own_state, (SELECT a.strategy_id FROM {access} a WHERE a.user_id = %s) AS tied_id"
+    " FROM {strategies} s WHERE s.id = {target}{lock}"
+)
+_TIED_OR_NAMED = (
+    "COALESCE((SELECT a.strategy_id FROM {access} a WHERE a.user_id = %s), "
+    "(SELECT t.id FROM {strategies} t WHERE t.name = %s))"
+)
+
+
+def _locked_strategy(*, name: str | None = None, user: Any = None, pk: int | None = None) -> Strategy:
+    """The strategy an order is for, its row locked to the commit: by ``pk``, or the one
+    ``user`` is tied to (``NotAllowed`` when ``name`` names another), else ``name`` (default
+    manual). The desk's and its own kill switch state (the latest ``KillSwitchEvent`` of
+    each, as ``oms.killswitch`` reads them) come with it: every placement and modify runs
+    this, so it is one query, written out."""
+    features = connection.features
+    lock = " FOR UPDATE OF s" if features.has_select_for_update_of else (
+        " FOR UPDATE" if features.has_select_for_update else "")  # fmt: skip
+    tables = {
+        "events": connection.ops.quote_name(KillSwitchEvent._meta.db_table),
+        "access": connection.ops.quote_name(StrategyAccess._meta.db_table),
+        "strategies": connection.ops.quote_name(Strategy._meta.db_table),
+    }
+    user_id = getattr(user, "pk", None)
+    if pk is not None:
+        target, params = "%s", [user_id, pk]
+    else:
+        target, params = _TIED_OR_NAMED.format(**tables), [user_id, user_id, name or MANUAL_STRATEGY]
+    sql = _LOCKED_STRATEGY_SQL.format(**tables, target=target, lock=lock)
+    found = list(Strategy.objects.raw(sql, params))
+    if not found:
+        raise OrderError(f"unknown strategy {name or pk or MANUAL_STRATEGY!r}")
+    strategy = found[0]
+    if pk is None and getattr(strategy, "tied_id", None) is not None and name and name != strategy.name:
+        raise NotAllowed(f"this API user may only trade strategy {strategy.name!r}")
     return strategy
 
 
@@ -111,63 +247,82 @@ def instrument_for(*, instrument_token: int | None, exchange: str, tradingsymbol
     return found
 
 
-def _fingerprint(strategy: Strategy, instrument: Instrument, request: OrderRequest) -> str:
-    body = {**asdict(request), "strategy": strategy.name, "instrument": instrument.pk}
+def _fingerprint(strategy_name: str, instrument: Instrument, request: OrderRequest) -> str:
+    body = {**asdict(request), "strategy": strategy_name, "instrument": instrument.pk}
     canonical = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(*, user: Any, key: str, fingerprint: str) -> Order | None:
+def _replay(*, user: Any, key: str, fingerprint: Callable[[], str]) -> Order | None:
+    """The order placed earlier with ``key`` by ``user``, if any (``fingerprint()``, asked
+    only then, must match its request's)."""
     orders = (
         Order.objects.filter(placed_by=user)
         if user is not None
         else Order.objects.filter(placed_by__isnull=True)
     )
-    existing = orders.filter(idempotency_key=key).first()
+    # Unique (a constraint): no ordering, and only what the comparison needs until there is one.
+    existing = orders.filter(idempotency_key=key).order_by().values_list("pk", "request_fingerprint").first()
     if existing is None:
         return None
-    if existing.request_fingerprint != fingerprint:
+    pk, stored = existing
+    if stored != fingerprint():
         raise IdempotencyConflict(
-            f"Idempotency-Key {key!r} was already used for a different order (#{existing.pk}); use a new key"
+            f"Idempotency-Key {key!r} was already used for a different order (#{pk}); use a new key"
         )
-    return existing
+    return Order.objects.select_related("strategy", "placed_by").get(pk=pk)
 
 
 def order_place(*, request: OrderRequest, user: Any, idempotency_key: str, strategy_name: str | None = None,
                 instrument_token: int | None = None, exchange: str = "", tradingsymbol: str = "",
-                source: str = "api", square_off: bool = False) -> PlaceResult:  # fmt: skip
-    """Check and place one order; see the module docstring."""
-    strategy = strategy_for(name=strategy_name, user=user)
-    instrument = instrument_for(
-        instrument_token=instrument_token, exchange=exchange, tradingsymbol=tradingsymbol
-    )
-    fingerprint = _fingerprint(strategy, instrument, request)
+                instrument: Instrument | None = None, source: str = "api",
+                square_off: bool = False) -> PlaceResult:  # fmt: skip
+    """Check and place one order; see the module docstring. ``instrument``: the exact
+    contract, instead of naming one (a square-off trades the position's own contract, never
+    the one its token names now: Kite reuses tokens)."""
+    _checked(request)
+    if instrument is None:
+        instrument = instrument_for(
+            instrument_token=instrument_token, exchange=exchange, tradingsymbol=tradingsymbol
+        )
     user = user if (user is not None and getattr(user, "pk", None)) else None
-    replayed = _replay(user=user, key=idempotency_key, fingerprint=fingerprint)
+
+    def asked() -> str:  # the fingerprint of this request, for a replay's comparison
+        return _fingerprint(_strategy_name_for(name=strategy_name, user=user), instrument, request)
+
+    replayed = _replay(user=user, key=idempotency_key, fingerprint=asked)
     if replayed is not None:
         return PlaceResult(order=replayed, created=False, refusal=_refusal_of(replayed))
     actor = user.get_username() if user is not None else source
+    fingerprint = ""
     try:
         with transaction.atomic():
             # Placements of one strategy are serialised from here to the commit.
-            strategy = Strategy.objects.select_for_update().get(pk=strategy.pk)
+            strategy = _locked_strategy(name=strategy_name, user=user)
+            fingerprint = _fingerprint(strategy.name, instrument, request)
             stats = _day_stats(strategy)
             ctx = risk_context(strategy=strategy, instrument=instrument, request=request, square_off=square_off,
                                stats=stats)  # fmt: skip
             refusal = risk_check(ctx)
             order = _order_row(strategy=strategy, instrument=instrument, request=request, user=user, source=source,
                                idempotency_key=idempotency_key, fingerprint=fingerprint, refusal=refusal)  # fmt: skip
-            _placement_events(order, refusal=refusal, warnings=ctx.warnings, actor=actor, source=source)
+            events = _placement_events(
+                order, refusal=refusal, warnings=ctx.warnings, actor=actor, source=source
+            )
+            if refusal is None and _local(order):
+                order = paper_send_locked(order, actor=actor, tick=ctx.live_tick, preceding=events)
+            else:
+                OrderEvent.objects.bulk_create(events)
             _count_order(stats, rejected=refusal is not None)
             if ctx.runaway:
                 transaction.on_commit(_engage_for_runaway)
     except IntegrityError:
         # Another request with the same key won the race: this one is its replay.
-        replayed = _replay(user=user, key=idempotency_key, fingerprint=fingerprint)
+        replayed = _replay(user=user, key=idempotency_key, fingerprint=lambda: fingerprint or asked())
         if replayed is None:
             raise
         return PlaceResult(order=replayed, created=False, refusal=_refusal_of(replayed))
-    if refusal is None:
+    if refusal is None and not _local(order):
         order = _send(order, actor=actor)
     return PlaceResult(order=order, created=True, refusal=refusal)
 
@@ -194,13 +349,14 @@ def _order_row(*, strategy: Strategy, instrument: Instrument, request: OrderRequ
         pending_quantity=0 if refusal else request.quantity, idempotency_key=idempotency_key,
         request_fingerprint=fingerprint, placed_at=now, updated_at=now,
     )  # fmt: skip
-    with transaction.atomic():  # a savepoint: a duplicate key must not break the outer transaction
-        order.save(force_insert=True)
+    # A duplicate key fails the whole placement transaction (order_place answers with the replay).
+    order.save(force_insert=True)
     return order
 
 
 def _placement_events(order: Order, *, refusal: Refusal | None, warnings: list[str], actor: str,
-                      source: str) -> None:  # fmt: skip
+                      source: str) -> list[OrderEvent]:  # fmt: skip
+    """The placement's audit events (saved by the caller, with the broker's answer)."""
     now = timezone.now()
     events = []
     if refusal is not None:
@@ -213,7 +369,7 @@ def _placement_events(order: Order, *, refusal: Refusal | None, warnings: list[s
                                          f"{order.tradingsymbol} {order.order_type} on {order.broker}"))  # fmt: skip
     events += [OrderEvent(order=order, at=now, kind=OrderEvent.Kind.WARNING, source="risk", actor=actor,
                           message=text) for text in warnings]  # fmt: skip
-    OrderEvent.objects.bulk_create(events)
+    return events
 
 
 def _event_source(source: str) -> str:
@@ -221,24 +377,24 @@ def _event_source(source: str) -> str:
 
 
 def _day_stats(strategy: Strategy) -> DailyStats:
-    """Today's statistics row of ``strategy``, locked (the caller holds a transaction)."""
+    """Today's statistics row of ``strategy`` (read: its counters move by ``F()`` updates)."""
     now = timezone.now()
-    stats, _ = DailyStats.objects.select_for_update().get_or_create(
+    stats, _ = DailyStats.objects.get_or_create(
         strategy=strategy, day=timezone.localdate(now), defaults={"updated_at": now}
     )
     return stats
 
 
 def _count_order(stats: DailyStats, *, rejected: bool) -> None:
-    now = timezone.now()
-    stats.orders += 1
-    stats.rejected += int(rejected)
-    stats.updated_at = now
-    stats.save(update_fields=["orders", "rejected", "updated_at"])
+    # An increment in the database: a fill in the same transaction has saved the row already.
+    DailyStats.objects.filter(pk=stats.pk).update(
+        orders=F("orders") + 1, rejected=F("rejected") + int(rejected), updated_at=timezone.now()
+    )
 
 
 def _send(order: Order, *, actor: str) -> Order:
-    """Hand an accepted order to its broker and apply the answer (outside any transaction)."""
+    """Hand an accepted order to a remote broker and apply the answer (after commit,
+    outside any transaction)."""
     try:
         update = broker_for(order).place(order)
     except BrokerRejected as exc:
@@ -246,8 +402,12 @@ def _send(order: Order, *, actor: str) -> Order:
     except BrokerUnavailable as exc:
         # We do not know whether the broker has it: it stays PUT ORDER REQ RECEIVED until
         # a poll or a postback says (never placed twice).
-        applied = _record(order, OrderEvent.Kind.BROKER_ERROR, f"outcome unknown: {exc}", actor=actor)
-        return applied
+        return _record(order, OrderEvent.Kind.BROKER_ERROR, f"outcome unknown: {exc}", actor=actor)
+    except Exception as exc:  # noqa: BLE001 - the same: the broker may have it; never placed twice
+        logger.exception("placing order %s with %s failed", order.pk, order.broker)
+        return _record(
+            order, OrderEvent.Kind.BROKER_ERROR, f"outcome unknown: {type(exc).__name__}", actor=actor
+        )
     result = order_update(order_id=order.pk, update=update, source=order.broker, actor=actor)
     assert result.order is not None
     return result.order
@@ -264,41 +424,40 @@ def _record(order: Order, kind: str, message: str, *, actor: str, source: str = 
 
 def trading_state(*, strategy: Strategy | None = None) -> str:
     """ACTIVE, REDUCING or HALTED: the stricter of the desk-wide kill switch and the strategy's."""
-    from oms.killswitch import trading_state_of
-
     return trading_state_of(strategy=strategy)
 
 
 def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRequest, square_off: bool = False,
-                 stats: DailyStats | None = None) -> RiskContext:  # fmt: skip
+                 stats: DailyStats | None = None, exclude_order: int | None = None) -> RiskContext:  # fmt: skip
+    """What the rules look at. ``exclude_order``: an order being modified (its own working
+    quantity is the request's, not counted twice)."""
     from ingestion.latest import latest_tick
 
     now = timezone.now()
     today = timezone.localdate(now)
-    book = Position.objects.filter(strategy=strategy).aggregate(
-        here=Sum("quantity", filter=Q(instrument=instrument), default=0),
-        open=Count("id", filter=~Q(quantity=0)),
-        unrealised=Sum("unrealised", filter=~Q(quantity=0), default=Decimal(0)),
-    )
+    book = strategy_exposure(strategy_id=strategy.pk, instrument_id=instrument.pk, product=request.product,
+                             exclude_order=exclude_order)  # fmt: skip
     try:
         tick = latest_tick(instrument.instrument_token) if instrument.instrument_token else None
     except Exception:  # noqa: BLE001 - the store (Redis) is down: no price known (MARKET orders are refused)
         logger.exception("the latest-tick store is unreachable; pricing %s without a tick", instrument)
         tick = None
     reference = Decimal(tick["last_price"]) if tick and tick.get("last_price") else None
-    live = None
+    live = live_tick = None
     if tick is not None:
         received = datetime.fromisoformat(tick["received_at"])
         if (now - received).total_seconds() <= settings.OMS_MAX_PRICE_AGE_SECONDS:
-            live = reference
+            live, live_tick = reference, tick
     if stats is None:
         stats = DailyStats.objects.filter(strategy=strategy, day=today).first()
-    day_pnl = (stats.realised if stats else Decimal(0)) + Decimal(book["unrealised"])
+    day_pnl = (stats.realised if stats else Decimal(0)) + book.unrealised
     return RiskContext(
         request=request, strategy=strategy, instrument=instrument, limits=Limits.for_strategy(strategy),
-        trading_state=trading_state(strategy=strategy), today=today, now=now, position_quantity=int(book["here"]),
-        open_positions=book["open"], live_price=live, reference_price=reference,
-        day_pnl=day_pnl, day_peak_pnl=max(stats.peak_pnl if stats else Decimal(0), day_pnl),
+        trading_state=trading_state(strategy=strategy), today=today, now=now, position_quantity=book.position,
+        product_position=book.product_position, working_buy=book.working_buy, working_sell=book.working_sell,
+        product_working_buy=book.product_working_buy, product_working_sell=book.product_working_sell,
+        open_positions=book.open_positions + book.other_working_instruments, live_price=live, live_tick=live_tick,
+        reference_price=reference, day_pnl=day_pnl, day_peak_pnl=max(stats.peak_pnl if stats else Decimal(0), day_pnl),
         orders_today=stats.orders if stats else 0, trades_today=stats.trades if stats else 0,
         square_off=square_off,
     )  # fmt: skip
@@ -315,77 +474,108 @@ def _engage_for_runaway() -> None:
 
 
 def _own_order(*, order_id: int, user: Any) -> Order:
-    orders = Order.objects.all()
-    if user is not None:
-        from oms.selectors import orders_visible_to
-
-        orders = orders_visible_to(user=user)
+    orders = orders_visible_to(user=user) if user is not None else Order.objects.all()
     order = orders.filter(pk=order_id).first()
     if order is None:
         raise NotFound(f"no order #{order_id}")
     return order
 
 
+def _locked_order(order_id: int) -> Order:
+    return Order.objects.select_for_update(of=("self",)).select_related("instrument").get(pk=order_id)
+
+
 def order_modify(*, order_id: int, user: Any, quantity: int | None = None, price: Decimal | None = None,
                  trigger_price: Decimal | None = None, source: str = "api") -> Order:  # fmt: skip
-    """Change a resting order's quantity, price or trigger (re-checked against the risk rules)."""
+    """Change a working order's quantity, price or trigger: checked as a new order would be,
+    with the order (and its strategy) locked, so a fill, a cancel or another modify of the
+    same order cannot interleave."""
     order = _own_order(order_id=order_id, user=user)
     actor = user.get_username() if user is not None else source
-    if order.is_terminal:
-        raise OrderError(f"order #{order.pk} is {order.status}; it cannot be modified")
-    if quantity is not None and quantity < order.filled_quantity:
-        raise OrderError(f"quantity {quantity} is below the {order.filled_quantity} already filled")
-    request = OrderRequest(
-        transaction_type=order.transaction_type, quantity=quantity if quantity is not None else order.quantity,
-        product=order.product, order_type=order.order_type,
-        price=price if price is not None else order.price,
-        trigger_price=trigger_price if trigger_price is not None else order.trigger_price,
-        validity=order.validity, variety=order.variety, stop_loss=order.stop_loss, target=order.target,
-    )  # fmt: skip
-    ctx = risk_context(strategy=order.strategy, instrument=order.instrument, request=request)
-    refusal = risk_check(ctx)
-    if refusal is not None:
-        _record(order, OrderEvent.Kind.MODIFY_REFUSED, f"{refusal.rule}: {refusal.detail}", actor=actor,
-                source="risk")  # fmt: skip
-        raise OrderError(f"{refusal.rule}: {refusal.detail}")
+    error: OrderError | None = None
+    with transaction.atomic():
+        strategy = _locked_strategy(pk=order.strategy_id)
+        order = _locked_order(order.pk)
+        if order.is_terminal:
+            raise OrderError(f"order #{order.pk} is {order.status}; it cannot be modified")
+        if quantity is not None and order.filled_quantity and quantity <= order.filled_quantity:
+            raise OrderError(f"quantity {quantity} must be above the {order.filled_quantity} already filled")
+        request = _checked(replace(
+            _request_of(order), quantity=quantity if quantity is not None else order.quantity,
+            price=price if price is not None else order.price,
+            trigger_price=trigger_price if trigger_price is not None else order.trigger_price,
+        ))  # fmt: skip
+        ctx = risk_context(
+            strategy=strategy, instrument=order.instrument, request=request, exclude_order=order.pk
+        )
+        refusal = risk_check(ctx)
+        if refusal is not None:
+            _record(order, OrderEvent.Kind.MODIFY_REFUSED, f"{refusal.rule}: {refusal.detail}", actor=actor,
+                    source="risk")  # fmt: skip
+            error = OrderError(f"{refusal.rule}: {refusal.detail}")
+        elif _local(order):
+            error = _modify_with(order, actor=actor, source=source, quantity=quantity, price=price,
+                                 trigger_price=trigger_price, tick=ctx.live_tick)  # fmt: skip
+    if error is None and not _local(order):
+        error = _modify_with(order, actor=actor, source=source, quantity=quantity, price=price,
+                             trigger_price=trigger_price, tick=None)  # fmt: skip
+    if error is not None:
+        raise error
+    return order
+
+
+def _modify_with(order: Order, *, actor: str, source: str, quantity: int | None, price: Decimal | None,
+                 trigger_price: Decimal | None, tick: dict[str, Any] | None) -> OrderError | None:  # fmt: skip
     try:
         update = broker_for(order).modify(order, quantity=quantity, price=price, trigger_price=trigger_price)
     except BrokerRejected as exc:
         _record(order, OrderEvent.Kind.MODIFY_REFUSED, str(exc), actor=actor, source=order.broker)
-        raise OrderError(str(exc)) from None
-    result = order_update(order_id=order.pk, update=update, source=_event_source(source), actor=actor)
-    assert result.order is not None
-    # A modified paper order may now cross the market.
-    if order.broker == "paper":
-        _rematch(result.order)
-        result.order.refresh_from_db()
-    return result.order
+        return OrderError(str(exc))
+    order_update(order=order if _local(order) else None, order_id=order.pk, update=update,
+                 source=_event_source(source), actor=actor)  # fmt: skip
+    if _local(order) and not order.is_terminal:
+        # A modified paper order meets the market anew: marketable, it trades now.
+        paper_match_locked(order, quote_from_tick(tick))
+    return None
+
+
+def _request_of(order: Order) -> OrderRequest:
+    return OrderRequest(
+        transaction_type=order.transaction_type, quantity=order.quantity, product=order.product,
+        order_type=order.order_type, price=order.price, trigger_price=order.trigger_price, validity=order.validity,
+        validity_ttl=order.validity_ttl, variety=order.variety, tag=order.tag, stop_loss=order.stop_loss,
+        target=order.target,
+    )  # fmt: skip
 
 
 def order_cancel(*, order_id: int, user: Any, source: str = "api", reason: str = "") -> Order:
+    """Cancel a working order. A paper order is decided on its locked row (a fill that came
+    first wins: the order is COMPLETE and the cancel refused); a remote broker is called
+    outside any transaction."""
     order = _own_order(order_id=order_id, user=user)
     actor = user.get_username() if user is not None else source
-    if order.is_terminal:
-        raise OrderError(f"order #{order.pk} is {order.status}; it cannot be cancelled")
-    try:
-        update = broker_for(order).cancel(order)
-    except BrokerRejected as exc:
-        _record(order, OrderEvent.Kind.CANCEL_REFUSED, str(exc), actor=actor, source=order.broker)
-        raise OrderError(str(exc)) from None
-    if reason:
-        update.status_message = reason
-    result = order_update(order_id=order.pk, update=update, source=_event_source(source), actor=actor)
-    assert result.order is not None
-    return result.order
-
-
-def _rematch(order: Order) -> None:
-    from ingestion.latest import latest_tick
-    from oms.brokers.paper import paper_match
-
-    tick = latest_tick(order.instrument_token, max_age=settings.OMS_MAX_PRICE_AGE_SECONDS)
-    if tick:
-        paper_match({order.instrument_token: tick})
+    local = _local(order)
+    refused = ""
+    with transaction.atomic() if local else nullcontext():
+        if local:
+            order = _locked_order(order.pk)
+        if order.is_terminal:
+            raise OrderError(f"order #{order.pk} is {order.status}; it cannot be cancelled")
+        try:
+            update = broker_for(order).cancel(order)
+        except BrokerRejected as exc:
+            refused = str(exc)
+            _record(order, OrderEvent.Kind.CANCEL_REFUSED, refused, actor=actor, source=order.broker)
+        else:
+            if reason:
+                update.status_message = reason
+            result = order_update(order=order if local else None, order_id=order.pk, update=update,
+                                  source=_event_source(source), actor=actor)  # fmt: skip
+            assert result.order is not None
+            order = result.order
+    if refused:
+        raise OrderError(refused)
+    return order
 
 
 # --- broker updates from outside ------------------------------------------------------------------

@@ -28,12 +28,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from oms import state
 from oms.models import DailyStats, Order, OrderEvent, Position, Trade
 from oms.pnl import PRICE_PLACES, Book, apply_fill, day_m2m
-from tradingportal.security import redact
+from tradingportal.security import REDACTED, redact
 
 logger = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -64,6 +65,8 @@ class OrderUpdate:
     trigger_price: Decimal | None = None
     order_type: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    # Paper broker: the order met a price that did not reach it (``Order.paper_rested_at``).
+    rested_at: datetime | None = None
 
 
 @dataclass
@@ -78,25 +81,42 @@ class Applied:
         return [e.kind for e in self.events]
 
 
+# Keys whose values are credentials wherever they appear in a broker's payload.
+SECRET_KEYS = frozenset(
+    {"checksum", "access_token", "request_token", "refresh_token", "enctoken", "api_key", "api_secret",
+     "password", "secret", "token", "authorization"}
+)  # fmt: skip
+
+
 def _clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """The broker's payload for the audit trail: secrets (e.g. a postback's checksum) masked."""
-    cleaned: dict[str, Any] = {}
-    for key, value in payload.items():
-        if key in ("checksum", "access_token", "api_key", "api_secret"):
-            cleaned[key] = "********"
-        elif isinstance(value, str):
-            cleaned[key] = redact(value)
-        elif isinstance(value, int | float | bool | type(None)):
-            cleaned[key] = str(value) if isinstance(value, float) else value
-        else:
-            cleaned[key] = redact(str(value))
-    return cleaned
+    """The broker's payload for the audit trail: credential-named keys masked at any depth
+    (e.g. a postback's checksum), every string scrubbed of known secrets, floats kept as
+    their text (never rounded through JSON)."""
+    cleaned = _cleaned(payload)
+    return cleaned if isinstance(cleaned, dict) else {}
+
+
+def _cleaned(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): REDACTED if str(key).lower() in SECRET_KEYS else _cleaned(item)
+                for key, item in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return [_cleaned(item) for item in value]
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, float | Decimal):
+        return str(value)
+    if isinstance(value, int | bool | type(None)):
+        return value
+    return redact(str(value))
 
 
 class _Trail:
-    def __init__(self, order: Order | None, *, source: str, actor: str, payload: dict[str, Any]) -> None:
+    def __init__(self, order: Order | None, *, source: str, actor: str, payload: dict[str, Any],
+                 preceding: list[OrderEvent] | None = None) -> None:  # fmt: skip
         self.order, self.source, self.actor = order, source, actor
         self.payload = _clean_payload(payload) if payload else {}
+        self.preceding = preceding or []
         self.events: list[OrderEvent] = []
         self._payload_used = False
 
@@ -112,7 +132,8 @@ class _Trail:
         return event
 
     def save(self) -> None:
-        OrderEvent.objects.bulk_create(self.events)
+        if self.preceding or self.events:
+            OrderEvent.objects.bulk_create([*self.preceding, *self.events])
 
 
 def _locked_order(*, order_id: int | None, broker: str, broker_order_id: str | None) -> Order | None:
@@ -125,12 +146,17 @@ def _locked_order(*, order_id: int | None, broker: str, broker_order_id: str | N
 
 
 def order_update(*, update: OrderUpdate, source: str, order_id: int | None = None, broker: str = "paper",
-                 actor: str = "") -> Applied:  # fmt: skip
-    """Apply ``update`` to the order it names (our id, or the broker's order id)."""
+                 actor: str = "", order: Order | None = None,
+                 preceding: list[OrderEvent] | None = None) -> Applied:  # fmt: skip
+    """Apply ``update`` to the order it names (our id, or the broker's order id), or to
+    ``order`` when the caller holds that row already (created in, or locked by, its own
+    transaction). ``preceding``: audit events of the caller's, saved in the same insert."""
     broker_order_id = update.broker_order_id
-    with transaction.atomic():
-        order = _locked_order(order_id=order_id, broker=broker, broker_order_id=broker_order_id)
-        trail = _Trail(order, source=source, actor=actor, payload=update.payload)
+    # With the caller's row, the caller's transaction is the one (no savepoint round trips).
+    with transaction.atomic(savepoint=order is None):
+        if order is None:
+            order = _locked_order(order_id=order_id, broker=broker, broker_order_id=broker_order_id)
+        trail = _Trail(order, source=source, actor=actor, payload=update.payload, preceding=preceding)
         if order is None:
             event = trail.add(OrderEvent.Kind.UNKNOWN_ORDER, f"an update for an order we do not know ({broker})",
                               new=update.status or "")  # fmt: skip
@@ -150,6 +176,9 @@ def order_update(*, update: OrderUpdate, source: str, order_id: int | None = Non
             _apply_fill(order, fill, trail, changed)
         if update.status and update.status != state.UPDATE:
             _apply_status(order, update, trail, changed)
+        if update.rested_at is not None and order.paper_rested_at is None and not order.is_terminal:
+            order.paper_rested_at = update.rested_at
+            changed.add("paper_rested_at")
         if changed:
             order.updated_at = timezone.now()
             changed.add("updated_at")
@@ -224,6 +253,12 @@ def _apply_modification(order: Order, update: OrderUpdate, trail: _Trail, change
     moved = {k: v for k, v in values.items() if v is not None and getattr(order, k) != v}
     if not moved:
         return
+    if order.is_terminal:
+        # A modification racing a fill or a cancel: the order is finished as it stands.
+        trail.add(OrderEvent.Kind.MODIFY_REFUSED,
+                  f"the order is {order.status}; the modification ({', '.join(sorted(moved))}) is not applied",
+                  old=order.status, new=order.status)  # fmt: skip
+        return
     if "quantity" in moved and moved["quantity"] < order.filled_quantity:
         trail.add(OrderEvent.Kind.MODIFY_REFUSED,
                   f"quantity {moved['quantity']} is below the {order.filled_quantity} already filled")  # fmt: skip
@@ -234,12 +269,16 @@ def _apply_modification(order: Order, update: OrderUpdate, trail: _Trail, change
     for key, value in moved.items():
         setattr(order, key, value)
         changed.add(key)
+    if order.paper_rested_at is not None:  # a modified order meets the market anew
+        order.paper_rested_at = None
+        changed.add("paper_rested_at")
     trail.add(OrderEvent.Kind.MODIFY, ", ".join(f"{k} {before[k]} -> {v}" for k, v in moved.items()),
               old=order.status, new=order.status)  # fmt: skip
 
 
 def _apply_fill(order: Order, fill: Fill, trail: _Trail, changed: set[str]) -> None:
-    existing = Trade.objects.filter(broker=order.broker, trade_id=fill.trade_id).first()
+    trade_id = fill.trade_id[:64]  # as stored: a longer id is still recognised the second time
+    existing = Trade.objects.filter(broker=order.broker, trade_id=trade_id).first()
     if existing is not None:
         same = (
             existing.order_id == order.pk
@@ -255,7 +294,7 @@ def _apply_fill(order: Order, fill: Fill, trail: _Trail, changed: set[str]) -> N
         if not same:
             logger.error("conflicting fill %s for order %s", fill.trade_id, order.pk)
         return
-    if fill.quantity <= 0 or fill.price < 0:
+    if fill.quantity <= 0 or not fill.price.is_finite() or fill.price <= 0:
         trail.add(OrderEvent.Kind.CONFLICTING_FILL, f"trade {fill.trade_id}: a fill of {fill.quantity} @ {fill.price}"
                   " is not possible; not applied")  # fmt: skip
         return
@@ -275,7 +314,7 @@ def _apply_fill(order: Order, fill: Fill, trail: _Trail, changed: set[str]) -> N
     at = fill.at or timezone.now()
     realised = _move_position(order, fill, at)
     Trade.objects.create(
-        order=order, broker=order.broker, trade_id=fill.trade_id[:64], strategy_id=order.strategy_id,
+        order=order, broker=order.broker, trade_id=trade_id, strategy_id=order.strategy_id,
         instrument_id=order.instrument_id, exchange=order.exchange, tradingsymbol=order.tradingsymbol,
         instrument_token=order.instrument_token, product=order.product, transaction_type=order.transaction_type,
         quantity=fill.quantity, price=fill.price, realised=realised, filled_at=at,
@@ -294,6 +333,14 @@ def _apply_fill(order: Order, fill: Fill, trail: _Trail, changed: set[str]) -> N
     trail.add(OrderEvent.Kind.FILL, f"trade {fill.trade_id}: {order.transaction_type} {fill.quantity} @ {fill.price}"
               f" ({order.filled_quantity}/{order.quantity} filled)", old=old, new=order.status)  # fmt: skip
     _count_trade(order, fill, realised, at)
+
+
+# What a fill changes on a position (roll_day and position_mark included).
+POSITION_MOVED = [
+    "quantity", "average_price", "open_cost", "buy_quantity", "buy_value", "sell_quantity", "sell_value", "realised",
+    "last_price", "unrealised", "m2m", "day", "day_buy_quantity", "day_buy_value", "day_sell_quantity",
+    "day_sell_value", "overnight_quantity", "close_price", "updated_at",
+]  # fmt: skip
 
 
 def _move_position(order: Order, fill: Fill, at: datetime) -> Decimal:
@@ -317,7 +364,7 @@ def _move_position(order: Order, fill: Fill, at: datetime) -> Decimal:
     position.average_price = book.average_price
     position_mark(position, position.last_price if position.last_price is not None else fill.price)
     position.updated_at = at
-    position.save()
+    position.save(update_fields=POSITION_MOVED)
     return realised
 
 
@@ -338,6 +385,7 @@ def roll_day(position: Position, today: date) -> None:
     position.close_price = position.last_price if position.last_price is not None else position.average_price
     position.day_buy_quantity = position.day_sell_quantity = 0
     position.day_buy_value = position.day_sell_value = ZERO
+    position.m2m = ZERO  # nothing has moved yet today: the carried quantity is marked at the close
 
 
 def position_mark(position: Position, last_price: Decimal) -> None:
@@ -351,15 +399,14 @@ def position_mark(position: Position, last_price: Decimal) -> None:
 
 
 def _count_trade(order: Order, fill: Fill, realised: Decimal, at: datetime) -> None:
+    """The day's statistics of the fill's strategy: increments in the database (the row is
+    locked by the UPDATE itself; created first on the day's first fill)."""
     day = timezone.localdate(at)
-    stats, _ = DailyStats.objects.select_for_update().get_or_create(
-        strategy_id=order.strategy_id, day=day, defaults={"updated_at": at}
-    )
-    stats.trades += 1
-    stats.turnover += fill.price * fill.quantity
-    stats.realised += realised
-    stats.updated_at = at
-    stats.save(update_fields=["trades", "turnover", "realised", "updated_at"])
+    counted = {"trades": F("trades") + 1, "turnover": F("turnover") + fill.price * fill.quantity,
+               "realised": F("realised") + realised, "updated_at": at}  # fmt: skip
+    if not DailyStats.objects.filter(strategy_id=order.strategy_id, day=day).update(**counted):
+        DailyStats.objects.get_or_create(strategy_id=order.strategy_id, day=day, defaults={"updated_at": at})
+        DailyStats.objects.filter(strategy_id=order.strategy_id, day=day).update(**counted)
 
 
 def _broadcast(order: Order) -> None:

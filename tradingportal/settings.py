@@ -1,6 +1,7 @@
 """Settings for the trading portal, read once from the environment.
 
-Every value has the embedded default of DESIGN.md when its variable is absent (SQLite,
+Every value has the embedded default of ``docs/ARCHITECTURE.md`` (the project's map:
+processes, data flow, where each behaviour lives) when its variable is absent (SQLite,
 local-memory cache, in-memory channel layer, django-q2 on the ORM). Setting
 ``DATABASE_URL`` and ``REDIS_URL`` moves the same code onto PostgreSQL, django-redis,
 channels-redis and a Redis django-q2 broker. Values that must be set in production
@@ -8,10 +9,15 @@ channels-redis and a Redis django-q2 broker. Values that must be set in producti
 """
 
 import os
+import sys
+from datetime import time, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,6 +40,7 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-only-used-when-debug-is-on"  # noqa: S105
 
 PORT = env.int("PORT", default=8000)
+HOST = env.str("HOST", default="127.0.0.1")  # where `make run` serves (uvicorn --host)
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 ALLOWED_HOSTS = [*env.list("ALLOWED_HOSTS", default=[]), *LOCAL_HOSTS]
 CSRF_TRUSTED_ORIGINS = [
@@ -57,14 +64,18 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
+    "csp",
     "tradingportal",
     "instruments",
     "ingestion",
     "oms",
+    "alerts",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "tradingportal.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,6 +83,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a login refused for a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tradingportal.urls"
@@ -132,7 +145,20 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # No read timeout: channels-redis waits for messages in a 5 s blocking
+                # read (BZPOPMIN), and redis-py 8's default 5 s socket timeout would fail
+                # it whenever the channel is quiet for 5 s, dropping every dashboard
+                # (django/channels_redis#422, redis/redis-py#4091). Connecting still times
+                # out; keepalive notices a dead peer; calls that must not hang (publishing,
+                # /healthz) carry their own time limits.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "socket_connect_timeout": 2,
+                        "socket_keepalive": True,
+                    }
+                ],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="tp"),
                 # Ticks are published as coalesced batches; a consumer that falls behind
                 # should lose old batches quickly, not queue them.
@@ -166,8 +192,40 @@ Q_CLUSTER = {
     "catch_up": False,
     "save_limit": 500,
     "label": "Task queue",
+    # django-q2 1.11.1 reads this whenever Q_CLUSTER_NAME (its documented way to name the
+    # queue of one cluster) is set, and fails with a KeyError without it.
+    "ALT_CLUSTERS": {},
     **({"django_redis": "default"} if REDIS_URL else {"orm": "default"}),
 }
+
+# --- worker liveness ------------------------------------------------------------------
+# The cluster proves it runs tasks with a heartbeat task every WORKER_HEARTBEAT_SECONDS;
+# one that waited over WORKER_STALE_SECONDS while no worker was busy means the cluster is
+# stuck (/healthz says so, the runner restarts it). Heartbeats, busy marks and django-q2's
+# cluster stats live where web, worker and runner all see them: Redis, else a file cache.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+WORKER_STALE_SECONDS = env.float("WORKER_STALE_SECONDS", default=20.0)
+if not 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS:
+    raise ImproperlyConfigured("WORKER_HEARTBEAT_SECONDS must be above 0 and below WORKER_STALE_SECONDS.")
+if REDIS_URL:
+    WORKER_CACHE = "default"
+else:
+    WORKER_CACHE = "worker"
+    CACHES["worker"] = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": env.str("WORKER_CACHE_DIR", default=str(BASE_DIR / "var" / "worker")),
+    }
+# Brokers that give back what a killed cluster had taken (tradingportal/broker.py).
+Q_CLUSTER["broker_class"] = "tradingportal.broker." + ("RedisBroker" if REDIS_URL else "OrmBroker")
+Q_CLUSTER["cache"] = WORKER_CACHE
+
+# --- /healthz -------------------------------------------------------------------------
+# Anyone gets the status and each check's ok/failed; details (errors, latencies, the feed,
+# the worker) need a logged-in staff user or `Authorization: Bearer <HEALTHZ_TOKEN>`.
+HEALTHZ_TOKEN = env.str("HEALTHZ_TOKEN", default="")
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)  # seconds, per check
+if HEALTH_CHECK_TIMEOUT <= 0:
+    raise ImproperlyConfigured("HEALTH_CHECK_TIMEOUT must be above 0 (seconds).")
 
 # --- auth, i18n, static -------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -175,6 +233,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes first: a locked-out login is refused before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 # Sessions read from the cache, written through to the database (one query less a request).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
@@ -216,6 +279,46 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 DEFAULT_EXCEPTION_REPORTER_FILTER = "tradingportal.security.RedactingExceptionReporterFilter"
 DEFAULT_EXCEPTION_REPORTER = "tradingportal.security.RedactingExceptionReporter"
+# Proxies in front of the portal that append the caller to X-Forwarded-For (0: none, the
+# peer address is the caller). Login lockouts and API throttles count per caller address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Login lockout (django-axes, on the admin login and /accounts/login/): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one user name from one address, that pair is
+# refused (HTTP 429) for LOGIN_COOLOFF_MINUTES. Keyed on the pair, so a guesser elsewhere
+# cannot lock a colleague out, and a shared office address does not lock out the desk.
+# Attempts live in the database (every web worker sees them; admin -> Axes to unlock).
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_COOLOFF_MINUTES = env.float("LOGIN_COOLOFF_MINUTES", default=15.0)
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_COOLOFF_MINUTES <= 0:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT must be at least 1 and LOGIN_COOLOFF_MINUTES above 0.")
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a login that succeeds forgets that pair's earlier typos
+# The cool-off runs from the lockout: attempts while locked are refused, not counted.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "tradingportal.security.client_address"
+AXES_LOCKOUT_CALLABLE = "tradingportal.security.login_lockout_response"
+
+# Content-Security-Policy (django-csp). No inline script or style anywhere (the API docs
+# page is django-spectacular's split Swagger UI); the dashboard's websocket origin is added
+# per request by the middleware.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- API ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -230,16 +333,39 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
+    # Throttles on every API view, counted in the cache (Redis: shared by all web workers);
+    # rates are read per request from API_THROTTLE_ANON / API_THROTTLE_USER.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "tradingportal.security.AnonymousThrottle",
+        "tradingportal.security.UserThrottle",
+    ],
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
+    "EXCEPTION_HANDLER": "tradingportal.security.api_exception_handler",
 }
+# Requests per period ("30/min", "20/s", "1000/hour"): strict for anonymous callers (per
+# address; refused requests count too), generous per user for strategies that poll.
+API_THROTTLE_ANON = env.str("API_THROTTLE_ANON", default="30/min")
+API_THROTTLE_USER = env.str("API_THROTTLE_USER", default="1200/min")
+for _name, _rate in (("API_THROTTLE_ANON", API_THROTTLE_ANON), ("API_THROTTLE_USER", API_THROTTLE_USER)):
+    _count, _, _period = _rate.partition("/")
+    if not (_count.isascii() and _count.isdigit() and int(_count) > 0 and _period[:1] in "smhd" and _period):
+        raise ImproperlyConfigured(f"{_name}={_rate!r} is not a rate; use e.g. 30/min, 20/s, 1000/hour.")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kite Trading Desk API",
     "DESCRIPTION": "Instrument master, live data and orders for desks trading on Zerodha Kite.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs are for logged-in users (session or token), like the API.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Served from our own static files: the docs page works without the internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields of the same name with different choices get their own enum names.
+    "ENUM_NAME_OVERRIDES": {
+        "InstrumentSourceEnum": "instruments.models.Source",
+        "OrderEventSourceEnum": "oms.models.OrderEvent.Source",
+    },
 }
 
 # --- broker (Zerodha Kite) ----------------------------------------------------------
@@ -254,6 +380,17 @@ KITE_TICKER_MAX_PER_CONNECTION = env.int("KITE_TICKER_MAX_PER_CONNECTION", defau
 KITE_TICKER_MAX_CONNECTIONS = env.int("KITE_TICKER_MAX_CONNECTIONS", default=3)
 
 KITE_ACCESS_TOKEN_FILE = env.str("KITE_ACCESS_TOKEN_FILE", default="")
+# Kite's order rate limits per API key (Zerodha has changed the caps over time), enforced
+# before an order is sent and counted across processes; and how long a REST call may take
+# (seconds; kiteconnect's own default is 7) before its outcome is unknown.
+KITE_ORDERS_PER_SECOND = env.int("KITE_ORDERS_PER_SECOND", default=10)
+KITE_ORDERS_PER_MINUTE = env.int("KITE_ORDERS_PER_MINUTE", default=400)
+KITE_ORDERS_PER_DAY = env.int("KITE_ORDERS_PER_DAY", default=5000)
+KITE_REQUEST_TIMEOUT = env.float("KITE_REQUEST_TIMEOUT", default=7.0)
+if min(KITE_ORDERS_PER_SECOND, KITE_ORDERS_PER_MINUTE, KITE_ORDERS_PER_DAY) < 1:
+    raise ImproperlyConfigured("KITE_ORDERS_PER_SECOND, _PER_MINUTE and _PER_DAY must each be at least 1.")
+if not 0 < KITE_REQUEST_TIMEOUT <= 120:
+    raise ImproperlyConfigured("KITE_REQUEST_TIMEOUT must be above 0 and at most 120 (seconds).")
 
 # --- live data -------------------------------------------------------------------------
 # One-command mode without Redis runs the feed inside the web process (the in-memory
@@ -263,6 +400,50 @@ INGESTION_SIMULATE = env.bool("INGESTION_SIMULATE", default=False)
 INGESTION_PUBLISH_INTERVAL = env.float("INGESTION_PUBLISH_INTERVAL", default=0.1)
 INGESTION_POLL_SECONDS = env.float("INGESTION_POLL_SECONDS", default=1.0)
 FEED_STALE_SECONDS = env.float("FEED_STALE_SECONDS", default=10.0)
+# Open /ws/ticks/ sockets per user, counted across web workers (Redis) and so across
+# browser tabs: the next one is refused with close code 1008.
+WS_MAX_CONNECTIONS_PER_USER = env.int("WS_MAX_CONNECTIONS_PER_USER", default=20)
+if WS_MAX_CONNECTIONS_PER_USER < 1:
+    raise ImproperlyConfigured("WS_MAX_CONNECTIONS_PER_USER must be at least 1.")
+
+
+# --- order management (global risk limits; a strategy's own limits override them) ----
+def _decimal(name: str, default: str) -> Decimal:
+    raw = env.str(name, default=default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number, 0 or more")
+    return value
+
+
+OMS_MAX_ORDER_QUANTITY = env.int("OMS_MAX_ORDER_QUANTITY", default=10_000)
+OMS_MAX_ORDER_VALUE = _decimal("OMS_MAX_ORDER_VALUE", "1000000")
+OMS_MAX_POSITION_QUANTITY = env.int("OMS_MAX_POSITION_QUANTITY", default=50_000)
+OMS_MAX_OPEN_POSITIONS = env.int("OMS_MAX_OPEN_POSITIONS", default=20)
+OMS_MAX_RISK_PER_TRADE_PERCENT = _decimal("OMS_MAX_RISK_PER_TRADE_PERCENT", "2")
+OMS_MIN_REWARD_RISK = _decimal("OMS_MIN_REWARD_RISK", "1.5")
+OMS_MAX_DAILY_LOSS = _decimal("OMS_MAX_DAILY_LOSS", "50000")
+OMS_MAX_DRAWDOWN = _decimal("OMS_MAX_DRAWDOWN", "50000")
+OMS_MAX_POSITION_LOSS = _decimal("OMS_MAX_POSITION_LOSS", "25000")
+OMS_PRICE_BAND_PERCENT = _decimal("OMS_PRICE_BAND_PERCENT", "10")
+OMS_MAX_PRICE_AGE_SECONDS = env.float("OMS_MAX_PRICE_AGE_SECONDS", default=10.0)
+OMS_ORDERS_PER_SECOND = env.int("OMS_ORDERS_PER_SECOND", default=10)
+OMS_MAX_ORDER_TO_TRADE_RATIO = _decimal("OMS_MAX_ORDER_TO_TRADE_RATIO", "50")
+OMS_RUNAWAY_REFUSALS_PER_MINUTE = env.int("OMS_RUNAWAY_REFUSALS_PER_MINUTE", default=30)
+OMS_RISK_MONITOR_SECONDS = env.float("OMS_RISK_MONITOR_SECONDS", default=2.0)
+OMS_AUTO_SQUARE_OFF = env.bool("OMS_AUTO_SQUARE_OFF", default=False)
+
+# --- charges (brokerage, STT, exchange, SEBI, stamp duty, GST: net P&L) --------------------
+# Zerodha's published schedule (oms/charges/schedule.py), with a desk's overrides
+# merged key by key: a JSON file at CHARGES_SCHEDULE_FILE, then JSON text in CHARGES_SCHEDULE,
+# e.g. '{"brokerage": {"equity_intraday": {"max": "15"}}}'. A bad table stops start-up with the key.
+from oms.charges.schedule import schedule_load  # noqa: E402  (plain Python: no models, no settings)
+
+CHARGES_SCHEDULE_FILE = env.str("CHARGES_SCHEDULE_FILE", default="")
+CHARGES_SCHEDULE = schedule_load(file=CHARGES_SCHEDULE_FILE, text=env.str("CHARGES_SCHEDULE", default=""))
 
 # --- instrument master ----------------------------------------------------------------
 UPSTOX_INSTRUMENTS_URL = env.str(
@@ -272,18 +453,110 @@ UPSTOX_INSTRUMENTS_URL = env.str(
 # A dump with fewer rows than this fraction of the last good one (same source and scope)
 # is refused unless forced.
 SYNC_SHRINK_RATIO = env.float("SYNC_SHRINK_RATIO", default=0.5)
+# Syncs started from the web (API, admin) fetch only from the hosts of
+# KITE_INSTRUMENTS_URL and UPSTOX_INSTRUMENTS_URL and these (comma-separated `host` for
+# any port, or `host:port`); hosts listed here may be private or loopback addresses
+# (a dump mirror on the desk's network). `manage.py sync_instruments --url` is not limited.
+SYNC_ALLOWED_HOSTS = env.list("SYNC_ALLOWED_HOSTS", default=[])
 # Daily schedule (Asia/Kolkata), HH:MM. Kite publishes the day's dump around 08:30.
 SYNC_DAILY_AT = env.str("SYNC_DAILY_AT", default="08:45")
 SYNC_DAILY_SOURCE = env.str("SYNC_DAILY_SOURCE", default="kite")
 EXPIRED_DEACTIVATE_AT = env.str("EXPIRED_DEACTIVATE_AT", default="08:40")
 
+# --- alerts ---------------------------------------------------------------------------
+# Sent from the worker to Telegram and by email (a channel not configured is skipped);
+# the same condition at most once per ALERT_REPEAT_MINUTES. TELEGRAM_BOT_TOKEN is a secret:
+# masked in logs, never stored on an alert. PORTAL_BASE_URL (the address people open the
+# portal at) makes the admin links in alerts absolute; unset, they are paths.
+TELEGRAM_BOT_TOKEN = env.str("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_CHAT_ID = env.str("TELEGRAM_CHAT_ID", default="")
+TELEGRAM_API_URL = env.str("TELEGRAM_API_URL", default="https://api.telegram.org").rstrip("/")
+_telegram = urlsplit(TELEGRAM_API_URL)
+if not _telegram.hostname or not (
+    _telegram.scheme == "https"
+    or (_telegram.scheme == "http" and _telegram.hostname in ("localhost", "127.0.0.1", "::1"))
+):
+    raise ImproperlyConfigured(
+        f"TELEGRAM_API_URL={TELEGRAM_API_URL!r}: use https:// (plain http only to a loopback address): "
+        "the bot token is part of every request's URL."
+    )
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+for _address in ALERT_EMAILS:
+    try:
+        validate_email(_address)
+    except ValidationError:
+        raise ImproperlyConfigured(f"ALERT_EMAILS: {_address!r} is not an email address.") from None
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tradingportal@localhost")
+# Django's email backend from one URL: smtp://host:25, smtp+tls://user:password@host:587,
+# smtp+ssl://...:465, consolemail:// (print them), filemail:///path (one file each).
+_email = env.email_url("EMAIL_URL", default="smtp://localhost:25")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""  # a secret (registered by alerts.apps)
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+if _email.get("EMAIL_FILE_PATH"):
+    EMAIL_FILE_PATH = _email["EMAIL_FILE_PATH"]
+# Seconds each channel may take to answer (connect, then the answer); email uses it too.
+ALERT_SEND_TIMEOUT = env.float("ALERT_SEND_TIMEOUT", default=5.0)
+EMAIL_TIMEOUT = ALERT_SEND_TIMEOUT
+ALERT_REPEAT_MINUTES = env.float("ALERT_REPEAT_MINUTES", default=30.0)
+# Tries per alert in all: the first, then retries after 1, 2, 4, ... minutes (alerts_retry_task).
+ALERT_SEND_ATTEMPTS = env.int("ALERT_SEND_ATTEMPTS", default=5)
+ALERT_FEED_DOWN_SECONDS = env.float("ALERT_FEED_DOWN_SECONDS", default=60.0)
+# When the feed being down is alerted: weekdays, HH:MM-HH:MM IST (NSE/BSE cash and F&O;
+# a desk on MCX would use 09:00-23:30).
+ALERT_MARKET_HOURS = env.str("ALERT_MARKET_HOURS", default="09:15-15:30")
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="").rstrip("/")
+if (
+    ALERT_SEND_TIMEOUT <= 0
+    or ALERT_REPEAT_MINUTES <= 0
+    or ALERT_SEND_ATTEMPTS < 1
+    or ALERT_FEED_DOWN_SECONDS < 0
+):
+    raise ImproperlyConfigured(
+        "ALERT_SEND_TIMEOUT and ALERT_REPEAT_MINUTES must be above 0, ALERT_SEND_ATTEMPTS at least 1, "
+        "ALERT_FEED_DOWN_SECONDS 0 or more."
+    )
+try:
+    _opens, _closes = (time.fromisoformat(_part) for _part in ALERT_MARKET_HOURS.split("-"))
+    _hours_ok = _opens < _closes
+except ValueError:
+    _hours_ok = False
+if not _hours_ok:
+    raise ImproperlyConfigured(
+        f"ALERT_MARKET_HOURS={ALERT_MARKET_HOURS!r}: use HH:MM-HH:MM (IST), e.g. 09:15-15:30."
+    )
+_portal = urlsplit(PORTAL_BASE_URL)
+if PORTAL_BASE_URL and (
+    _portal.scheme not in ("http", "https") or not _portal.hostname or _portal.query or _portal.fragment
+):
+    raise ImproperlyConfigured(
+        f"PORTAL_BASE_URL={PORTAL_BASE_URL!r}: use the address people open the portal at, "
+        "e.g. https://desk.example.com"
+    )
+
 # --- logging ------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
-LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+# json: one object per line (files, services, log shippers); text: plain lines for a person;
+# auto (the default): text when stderr is a terminal, else json.
+LOG_FORMAT = env.str("LOG_FORMAT", default="auto")
+if LOG_FORMAT not in ("auto", "json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use json, text or auto.")
+if LOG_FORMAT == "auto":
+    LOG_FORMAT = "text" if sys.stderr.isatty() else "json"
+# uvicorn's own loggers (its access log too) go through the same handler, redacted and in
+# the same format, whether the runner starts uvicorn or a person does.
+LOGGING_CONFIG = "tradingportal.logging.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "tradingportal.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact": {"()": "tradingportal.logging.RedactSecretsFilter"},
+        "quiet_heartbeat": {"()": "tradingportal.logging.QuietHeartbeat"},
+    },
     "formatters": {
         "json": {"()": "tradingportal.logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
@@ -299,7 +572,15 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.db.backends": {"level": "INFO"},
-        "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django-q": {
+            "handlers": ["console"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+            "filters": ["quiet_heartbeat"],
+        },
+        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn.error": {"level": LOG_LEVEL},
+        "uvicorn.access": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "websockets": {"level": "WARNING"},
     },
 }

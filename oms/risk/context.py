@@ -12,6 +12,11 @@ from django.conf import settings
 ZERO = Decimal(0)
 
 
+def number(value: Decimal | int) -> str:
+    """A limit as people write it: ``10``, ``0.05``, ``2.5`` (never ``1E+1`` or ``10.000``)."""
+    return f"{Decimal(value).normalize():f}"
+
+
 @dataclass(frozen=True)
 class OrderRequest:
     """A validated order as a strategy sent it (Kite's place-order fields, plus our
@@ -82,8 +87,18 @@ class RiskContext:
     today: date
     now: datetime
     position_quantity: int = 0  # the strategy's net position in this instrument (all products)
-    open_positions: int = 0  # the strategy's non-flat positions
+    product_position: int = (
+        0  # ... in this instrument and the order's product (what the order trades against)
+    )
+    # What the strategy's orders still working in this instrument may yet buy and sell (the
+    # order being modified left out): all products, and the order's product.
+    working_buy: int = 0
+    working_sell: int = 0
+    product_working_buy: int = 0
+    product_working_sell: int = 0
+    open_positions: int = 0  # non-flat positions, plus other instruments that only have working orders
     live_price: Decimal | None = None  # last price from a tick younger than OMS_MAX_PRICE_AGE_SECONDS
+    live_tick: dict[str, Any] | None = None  # that tick (the paper broker fills against it)
     reference_price: Decimal | None = None  # last price from the latest tick of any age
     day_pnl: Decimal = ZERO
     day_peak_pnl: Decimal = ZERO
@@ -95,17 +110,25 @@ class RiskContext:
 
     @property
     def reduces_position(self) -> bool:
-        """The order only shrinks an open position (never flips or grows it)."""
-        position = self.position_quantity
-        return (
-            position != 0
-            and (position > 0) != (self.request.side > 0)
-            and self.request.quantity <= abs(position)
-        )
+        """The order only shrinks the open position of its own product (Kite keeps products
+        apart), never flips or grows it, even if every working order on its side fills."""
+        position = self.product_position
+        if position == 0 or (position > 0) == (self.request.side > 0):
+            return False
+        already = self.product_working_sell if position > 0 else self.product_working_buy
+        return self.request.quantity + already <= abs(position)
 
     @property
     def resulting_position(self) -> int:
-        return self.position_quantity + self.request.side * self.request.quantity
+        """The worst case on the order's side: the position if this order and every working
+        order on the same side fill (orders on the other side may never fill)."""
+        working = self.working_buy if self.request.side > 0 else -self.working_sell
+        return self.position_quantity + working + self.request.side * self.request.quantity
+
+    @property
+    def exposed(self) -> bool:
+        """The strategy already has this instrument open (a position or working orders)."""
+        return bool(self.position_quantity or self.working_buy or self.working_sell)
 
     @property
     def entry_price(self) -> Decimal | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from oms.risk.context import RiskContext
+from oms.risk.context import RiskContext, number
 
 
 def instrument(ctx: RiskContext) -> str | None:
@@ -34,5 +34,5 @@ def tick_size(ctx: RiskContext) -> str | None:
     request = ctx.request
     for name, value in (("price", request.price), ("trigger_price", request.trigger_price)):
         if _off_tick(value, tick):
-            return f"{name} {value} is not a multiple of the tick size {tick.normalize()} of {ctx.instrument}"
+            return f"{name} {value} is not a multiple of the tick size {number(tick)} of {ctx.instrument}"
     return None

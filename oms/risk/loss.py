@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from oms.risk.context import RiskContext
+from oms.risk.context import RiskContext, number
 
 
 def risk_per_trade(ctx: RiskContext) -> str | None:
@@ -24,7 +24,7 @@ def risk_per_trade(ctx: RiskContext) -> str | None:
     allowed = capital * ctx.limits.max_risk_per_trade_percent / Decimal(100)
     if risk > allowed:
         return (
-            f"the trade risks {risk:.2f} to its stop, more than {ctx.limits.max_risk_per_trade_percent.normalize()}% "
+            f"the trade risks {risk:.2f} to its stop, more than {number(ctx.limits.max_risk_per_trade_percent)}% "
             f"of the strategy's capital ({allowed:.2f})"
         )
     return None
@@ -45,7 +45,7 @@ def reward_risk(ctx: RiskContext) -> str | None:
     ratio = abs(target - entry) / risk
     minimum = ctx.limits.min_reward_risk
     if ratio < minimum:
-        return f"reward:risk is {ratio:.2f}, under the minimum {minimum.normalize()}"
+        return f"reward:risk is {ratio:.2f}, under the minimum {number(minimum)}"
     return None
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from oms.risk.context import RiskContext
+from oms.risk.context import RiskContext, number
 
 
 def price_band(ctx: RiskContext) -> str | None:
@@ -24,7 +24,7 @@ def price_band(ctx: RiskContext) -> str | None:
     for name, value in checked:
         if not low <= value <= high:
             return (
-                f"{name} {value} is outside the price band of ±{band.normalize()}% around the last price "
+                f"{name} {value} is outside the price band of ±{number(band)}% around the last price "
                 f"{reference} ({low:.2f}-{high:.2f})"
             )
     return None

@@ -24,15 +24,21 @@ def max_order_value(ctx: RiskContext) -> str | None:
 
 
 def max_position(ctx: RiskContext) -> str | None:
+    """Counts the working orders on the order's side: many small resting orders may not add
+    up to a position one order could not open."""
     resulting = ctx.resulting_position
+    before = resulting - ctx.request.side * ctx.request.quantity
     limit = ctx.limits.max_position_quantity
-    if abs(resulting) > limit and abs(resulting) > abs(ctx.position_quantity):
-        return f"the position would be {resulting}, beyond the maximum position size {limit}"
+    if abs(resulting) > limit and abs(resulting) > abs(before):
+        working = ctx.working_buy if ctx.request.side > 0 else ctx.working_sell
+        detail = f" with the {working} still working on that side" if working else ""
+        return f"the position would be {resulting}{detail}, beyond the maximum position size {limit}"
     return None
 
 
 def max_open_positions(ctx: RiskContext) -> str | None:
-    if ctx.position_quantity != 0:
+    """Instruments with only working orders count: their orders may all fill."""
+    if ctx.exposed:
         return None  # not a new position
     limit = ctx.limits.max_open_positions
     if ctx.open_positions >= limit:

@@ -311,11 +311,6 @@ def test_the_lists_make_no_query_per_row(staff_client, trader, settings, django_
     assert len(response.context["cl"].result_list) >= (3 if name == "dailystats" else 12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oms/killswitch.py kill_switch_status() asks for each strategy's latest event (one query per "
-    "strategy, and more for its user and strategy): the kill-switch page grows with the number of strategies",
-)
 def test_the_kill_switch_state_costs_the_same_whatever_the_number_of_strategies(trader):
     from oms.killswitch import kill_switch_status
 
@@ -451,21 +446,11 @@ def test_the_oms_admin_in_a_browser_at_1366px(django_user_model, settings, chrom
 # --- what the admin shows from the models (the lead's files) ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oms/models.py OrderEvent.__str__ (and KillSwitchEvent.__str__) format the UTC time: the audit "
-    "trail's row titles on an order's page read 5 h 30 min off the IST times beside them",
-)
 def test_an_audit_events_title_has_the_market_time(book):
     event = OrderEvent.objects.filter(order=book["filled"]).first()
     assert timezone.localtime(event.at).strftime("%H:%M:%S") in str(event)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oms/models.py Order's TextChoices have no labels, so Django derives them from the names: the "
-    "admin shows product 'Mis', order type 'Slm' for SL-M, validity 'Ioc' (filters and the order page)",
-)
 def test_order_choices_read_as_kite_writes_them():
     assert Order.Product.MIS.label == "MIS" and Order.OrderType.SLM.label == "SL-M"
     assert Order.Validity.IOC.label == "IOC" and Order.TransactionType.BUY.label == "BUY"

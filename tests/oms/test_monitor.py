@@ -60,3 +60,41 @@ def test_the_daily_loss_engages_the_strategys_switch_in_reducing_mode(reliance, 
     assert place(reliance, user=trader, quantity=1).refusal.rule == "kill_switch"
     assert place(reliance, user=trader, quantity=10, transaction_type="SELL").refusal is None
     assert risk_monitor_run()["engaged"] == []  # already engaged: not again
+
+
+def _yesterday(position):
+    """Make ``position`` yesterday's (its trades and marks from the day before)."""
+    from datetime import timedelta
+
+    Position.objects.filter(pk=position.pk).update(day=position.day - timedelta(days=1))
+    DailyStats.objects.update(day=position.day - timedelta(days=1))
+
+
+def test_a_positions_loss_limit_counts_today_not_its_history(reliance, trader, manual):
+    manual.max_position_loss = D("50")
+    manual.save()
+    price(reliance.instrument_token, "100")
+    place(reliance, user=trader, quantity=10)
+    price(reliance.instrument_token, "94")
+    place(reliance, user=trader, quantity=10, transaction_type="SELL")  # -60, yesterday
+    _yesterday(Position.objects.get())
+    place(reliance, user=trader, quantity=10)  # today, at 94: nothing lost today
+    report = risk_monitor_run()
+    assert report["squared_off"] == [] and Position.objects.get().quantity == 10
+
+
+def test_a_carried_positions_day_mtm_starts_from_the_close(reliance, trader):
+    price(reliance.instrument_token, "100")
+    place(reliance, user=trader, quantity=10)
+    price(reliance.instrument_token, "90")
+    risk_monitor_run()
+    position = Position.objects.get()
+    assert position.m2m == D("-100")
+    _yesterday(position)
+    from django.core.cache import cache
+
+    cache.clear()  # no price today yet
+    risk_monitor_run()
+    position.refresh_from_db()
+    assert position.overnight_quantity == 10 and position.close_price == D("90") and position.m2m == 0
+    assert position.unrealised == D("-100")  # against the cost, as before

@@ -79,7 +79,8 @@ def test_a_modify_that_crosses_the_market_fills(reliance, trader):
     price(reliance.instrument_token, "100.00")
     order = place(reliance, user=trader, order_type="LIMIT", price="95.00").order
     modified = order_modify(order_id=order.pk, user=trader, price=D("100.50"))
-    assert modified.status == state.COMPLETE and modified.average_price == D("100.50")
+    # A modified order meets the market anew: marketable, it trades at the market (100, no depth).
+    assert modified.status == state.COMPLETE and modified.average_price == D("100.00")
 
 
 def test_an_ioc_limit_that_cannot_fill_is_cancelled(reliance, trader):
@@ -108,3 +109,31 @@ def test_a_fill_never_takes_an_order_past_its_quantity(reliance, trader):
     order = place(reliance, user=trader).order
     assert Order.objects.get(pk=order.pk).filled_quantity == 10
     assert Position.objects.get(instrument=reliance).quantity == 10
+
+
+@pytest.mark.parametrize("kind", ["LIMIT", "MARKET"])
+def test_a_placement_costs_the_same_whatever_the_book(reliance, trader, kind, settings):
+    """A fixed number of queries per placement (the risk book is one query), however many
+    orders and positions the strategy has: the hot path of every order."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import InstrumentFactory
+
+    settings.OMS_ORDERS_PER_SECOND = 10_000  # the test places orders faster than a desk may
+    price(reliance.instrument_token, "100.00", bid="99.95", ask="100.05")
+    fields = {"order_type": kind, "price": "99.00" if kind == "LIMIT" else None}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    place(reliance, user=trader, **fields)
+    with CaptureQueriesContext(connection) as few:
+        assert place(reliance, user=trader, **fields).refusal is None
+    for _ in range(5):
+        other = InstrumentFactory(is_active=True)
+        price(other.instrument_token, "50.00")
+        place(other, user=trader)
+        place(other, user=trader, order_type="LIMIT", price="49.00")
+    with CaptureQueriesContext(connection) as many:
+        assert place(reliance, user=trader, **fields).refusal is None
+    assert len(many.captured_queries) == len(few.captured_queries)
+    budget = 11 if kind == "LIMIT" else 16  # counted with the test's savepoints
+    assert len(few.captured_queries) <= budget, [q["sql"][:80] for q in few.captured_queries]

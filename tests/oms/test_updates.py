@@ -135,3 +135,20 @@ def test_updates_in_any_order_with_duplicates_converge_to_the_broker_state(manua
         value = sum(f.price * f.quantity for f in fills)
         assert order.fill_value == value
         assert abs(order.average_price - value / filled) < D("0.0001")
+
+
+@pytest.mark.parametrize("bad", [D(0), D("-1"), D("NaN"), D("Infinity")])
+def test_a_fill_at_an_impossible_price_is_refused(manual, reliance, bad):
+    order = kite_order(manual, reliance)
+    refused = apply(order, fills=[Fill(trade_id="T1", quantity=4, price=bad)])
+    order.refresh_from_db()
+    assert refused.kinds == [OrderEvent.Kind.CONFLICTING_FILL] and order.filled_quantity == 0
+    assert not Trade.objects.exists() and not Position.objects.exists()
+
+
+def test_a_long_trade_id_is_still_applied_once(manual, reliance):
+    order = kite_order(manual, reliance)
+    fill = Fill(trade_id="9" * 80, quantity=4, price=D("100"))
+    apply(order, fills=[fill])
+    again = apply(order, fills=[fill])
+    assert again.kinds == [OrderEvent.Kind.DUPLICATE_FILL] and Trade.objects.count() == 1
