@@ -109,6 +109,8 @@ def kill_switch_set(*, state: str, by: Any, reason: str = "", automatic: bool = 
             automatic=automatic, rule=rule[:32], reason=reason[:2000], cancel_open=engaging and cancel_open,
             square_off=engaging and square_off,
         )  # fmt: skip
+        if engaging:
+            transaction.on_commit(lambda: _alert_engaged(event))
     scope = f"strategy {strategy.name}" if strategy else "the desk"
     logger.warning("kill switch %s for %s by %s: %s", state, scope,
                    "automatic" if automatic else getattr(by, "username", "system"), reason)  # fmt: skip
@@ -167,7 +169,20 @@ def _square_off(*, strategy: Strategy | None, event: KillSwitchEvent) -> tuple[i
         refused += 1
         if order.risk_rule == "rate_limit":
             break  # the rest wait for the next pass, not one refusal each
+        _alert_square_off_failed(position, reason=order.status_message or order.status)
     return placed, refused
+
+
+def _alert_engaged(event: KillSwitchEvent) -> None:
+    from alerts.conditions import alert_kill_switch_engaged
+
+    alert_kill_switch_engaged(event=event)  # never raises
+
+
+def _alert_square_off_failed(position: Position, *, reason: str) -> None:
+    from alerts.conditions import alert_square_off_failed
+
+    alert_square_off_failed(position=position, reason=reason)  # never raises
 
 
 def _refused_lately(position: Position, *, now: Any) -> bool:

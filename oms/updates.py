@@ -245,6 +245,14 @@ def _apply_status(order: Order, update: OrderUpdate, trail: _Trail, changed: set
         order.status_sequence = sequence
         changed.add("status_sequence")
     trail.add(OrderEvent.Kind.STATUS, message, old=old, new=new)
+    if new == state.REJECTED and order.broker != "paper":
+        transaction.on_commit(lambda: _alert_rejected(order))
+
+
+def _alert_rejected(order: Order) -> None:
+    from alerts.conditions import alert_order_rejected
+
+    alert_order_rejected(order=order)  # never raises; paper orders are not alerted
 
 
 def _apply_modification(order: Order, update: OrderUpdate, trail: _Trail, changed: set[str]) -> None:
