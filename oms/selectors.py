@@ -118,16 +118,34 @@ def pnl_today(*, user: Any = None) -> dict[str, Any]:
     strategies = []
     for row in stats:
         unrealised = open_pnl.get(row.strategy_id) or ZERO
+        pnl = row.realised + unrealised
+        charges, charges_error = _charges_today(row.strategy, today) if row.trades else (ZERO, "")
         strategies.append(
             {"strategy": row.strategy.name, "mode": row.strategy.mode, "realised": row.realised,
-             "unrealised": unrealised, "pnl": row.realised + unrealised, "peak_pnl": row.peak_pnl,
-             "max_drawdown": row.max_drawdown, "orders": row.orders, "trades": row.trades,
-             "rejected": row.rejected, "turnover": row.turnover}
+             "unrealised": unrealised, "pnl": pnl, "charges": charges,
+             "net_pnl": pnl - charges if charges is not None else None, "charges_error": charges_error,
+             "peak_pnl": row.peak_pnl, "max_drawdown": row.max_drawdown, "orders": row.orders,
+             "trades": row.trades, "rejected": row.rejected, "turnover": row.turnover}
         )  # fmt: skip
     realised = sum((r["realised"] for r in strategies), ZERO)
     unrealised = sum((r["unrealised"] for r in strategies), ZERO)
-    return {"day": today.isoformat(), "realised": realised, "unrealised": unrealised,
-            "pnl": realised + unrealised, "strategies": strategies}  # fmt: skip
+    known = [r["charges"] for r in strategies if r["charges"] is not None]
+    charges = sum(known, ZERO) if len(known) == len(strategies) else None
+    pnl = realised + unrealised
+    return {"day": today.isoformat(), "realised": realised, "unrealised": unrealised, "pnl": pnl,
+            "charges": charges, "net_pnl": pnl - charges if charges is not None else None,
+            "strategies": strategies}  # fmt: skip
+
+
+def _charges_today(strategy: Any, day: Any) -> tuple[Decimal | None, str]:
+    """Zerodha's charges on the strategy's trades of ``day`` (``oms.charges``), or None and
+    why when a trade cannot be charged (never a silent zero)."""
+    from oms.charges import ChargesError, charges_for_day
+
+    try:
+        return charges_for_day(strategy=strategy, day=day).total, ""
+    except ChargesError as exc:
+        return None, str(exc)
 
 
 # --- what a strategy holds and may yet trade (the risk rules' book) -------------------------

@@ -251,7 +251,12 @@ class StrategyPnlSerializer(serializers.Serializer):
     mode = serializers.CharField(read_only=True)
     realised = money_out()
     unrealised = money_out()
-    pnl = money_out()
+    pnl = money_out(help_text="Gross: realised + unrealised.")
+    charges = money_out(
+        allow_null=True, help_text="Zerodha's charges on today's trades; null if not computable."
+    )
+    net_pnl = money_out(allow_null=True, help_text="pnl - charges.")
+    charges_error = serializers.CharField(read_only=True, help_text="Why charges could not be computed.")
     peak_pnl = money_out()
     max_drawdown = money_out()
     orders = serializers.IntegerField(read_only=True)
@@ -266,7 +271,9 @@ class PnlSerializer(serializers.Serializer):
     day = serializers.DateField(read_only=True, help_text="The trading day (IST).")
     realised = money_out()
     unrealised = money_out()
-    pnl = money_out()
+    pnl = money_out(help_text="Gross: realised + unrealised.")
+    charges = money_out(allow_null=True, help_text="Zerodha's charges on today's trades (oms.charges).")
+    net_pnl = money_out(allow_null=True, help_text="pnl - charges.")
     strategies = StrategyPnlSerializer(many=True, read_only=True)
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -242,3 +243,19 @@ def test_concurrent_requests_with_one_key_make_one_order(trader, reliance):
     assert sorted(codes) == [200] * 5 + [201]
     assert Order.objects.filter(idempotency_key="race").count() == 1
     assert Order.objects.get().status == state.OPEN
+
+
+def test_pnl_is_shown_gross_and_net_of_charges(api, reliance):
+    from oms.charges import charges_for_day
+    from oms.models import Strategy
+
+    price(reliance.instrument_token, "2500.00")
+    post(api, MARKET_BUY)
+    price(reliance.instrument_token, "2510.00")
+    post(api, {**MARKET_BUY, "transaction_type": "SELL"})
+    body = api.get("/api/pnl/").json()
+    expected = charges_for_day(strategy=Strategy.objects.get(name="manual"), day=timezone.localdate()).total
+    assert expected > 0
+    assert D(body["charges"]) == expected and D(body["net_pnl"]) == D(body["pnl"]) - expected
+    [row] = body["strategies"]
+    assert D(row["pnl"]) == D("100.0000") and D(row["net_pnl"]) == D("100") - expected
