@@ -143,6 +143,24 @@ def _when(moment: datetime | None) -> str:
     return local.strftime("%H:%M:%S" if local.date() == timezone.localdate() else "%d %b %Y %H:%M")
 
 
+def _money_column(field: str, description: str, *, ordering: str | None) -> Any:
+    """A changelist column showing ``field`` (a Decimal) as ``_price`` does."""
+
+    def shown(self: Any, obj: Any) -> str:
+        return _price(getattr(obj, field))
+
+    return admin.display(description=description, ordering=ordering)(shown)
+
+
+def _time_column(field: str, description: str, *, ordering: str | None) -> Any:
+    """A changelist column showing ``field`` (an aware datetime) in IST, as ``_when`` does."""
+
+    def shown(self: Any, obj: Any) -> str:
+        return _when(getattr(obj, field))
+
+    return admin.display(description=description, ordering=ordering)(shown)
+
+
 def _price(value: Decimal | None) -> str:
     """A price or an amount as a person reads it: 2 places unless more are needed."""
     if value is None:
@@ -211,9 +229,7 @@ class OrderAdmin(ReadOnlyAdmin):
     )  # fmt: skip
     readonly_fields = [*(f.name for f in Order._meta.fields), "status_message_shown"]
 
-    @admin.display(description="placed (IST)", ordering="placed_at")
-    def placed(self, order: Order) -> str:
-        return _when(order.placed_at)
+    placed = _time_column("placed_at", "placed (IST)", ordering="placed_at")
 
     @admin.display(description="instrument", ordering="tradingsymbol")
     def instrument_shown(self, order: Order) -> str:
@@ -262,9 +278,7 @@ class TradeAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     readonly_fields = [f.name for f in Trade._meta.fields]
 
-    @admin.display(description="filled (IST)", ordering="filled_at")
-    def filled(self, trade: Trade) -> str:
-        return _when(trade.filled_at)
+    filled = _time_column("filled_at", "filled (IST)", ordering="filled_at")
 
     @admin.display(description="instrument", ordering="tradingsymbol")
     def instrument_shown(self, trade: Trade) -> str:
@@ -274,9 +288,7 @@ class TradeAdmin(ReadOnlyAdmin):
     def fill_shown(self, trade: Trade) -> str:
         return f"{trade.transaction_type} {trade.quantity} {trade.product} @ {_price(trade.price)}"
 
-    @admin.display(description="realised", ordering="realised")
-    def realised_shown(self, trade: Trade) -> str:
-        return _price(trade.realised)
+    realised_shown = _money_column("realised", "realised", ordering="realised")
 
     @admin.display(description="order", ordering="order_id")
     def order_link(self, trade: Trade) -> str:
@@ -321,29 +333,17 @@ class PositionAdmin(ReadOnlyAdmin):
     def qty(self, position: Position) -> int:
         return position.quantity
 
-    @admin.display(description="avg price", ordering="average_price")
-    def average(self, position: Position) -> str:
-        return _price(position.average_price)
+    average = _money_column("average_price", "avg price", ordering="average_price")
 
-    @admin.display(description="LTP", ordering="last_price")
-    def ltp(self, position: Position) -> str:
-        return _price(position.last_price)
+    ltp = _money_column("last_price", "LTP", ordering="last_price")
 
-    @admin.display(description="unrealised", ordering="unrealised")
-    def unrealised_shown(self, position: Position) -> str:
-        return _price(position.unrealised)
+    unrealised_shown = _money_column("unrealised", "unrealised", ordering="unrealised")
 
-    @admin.display(description="realised", ordering="realised")
-    def realised_shown(self, position: Position) -> str:
-        return _price(position.realised)
+    realised_shown = _money_column("realised", "realised", ordering="realised")
 
-    @admin.display(description="P&L")
-    def pnl_shown(self, position: Position) -> str:
-        return _price(position.pnl)
+    pnl_shown = _money_column("pnl", "P&L", ordering=None)
 
-    @admin.display(description="marked", ordering="marked_at")
-    def marked(self, position: Position) -> str:
-        return _when(position.marked_at)
+    marked = _time_column("marked_at", "marked", ordering="marked_at")
 
 
 class StrategyForm(forms.ModelForm):
@@ -424,29 +424,17 @@ class DailyStatsAdmin(ReadOnlyAdmin):
     list_filter = ("strategy", "day")
     list_select_related = ("strategy",)
 
-    @admin.display(description="turnover", ordering="turnover")
-    def turnover_shown(self, stats: DailyStats) -> str:
-        return _price(stats.turnover)
+    turnover_shown = _money_column("turnover", "turnover", ordering="turnover")
 
-    @admin.display(description="realised", ordering="realised")
-    def realised_shown(self, stats: DailyStats) -> str:
-        return _price(stats.realised)
+    realised_shown = _money_column("realised", "realised", ordering="realised")
 
-    @admin.display(description="unrealised", ordering="unrealised")
-    def unrealised_shown(self, stats: DailyStats) -> str:
-        return _price(stats.unrealised)
+    unrealised_shown = _money_column("unrealised", "unrealised", ordering="unrealised")
 
-    @admin.display(description="P&L")
-    def pnl_shown(self, stats: DailyStats) -> str:
-        return _price(stats.pnl)
+    pnl_shown = _money_column("pnl", "P&L", ordering=None)
 
-    @admin.display(description="peak P&L", ordering="peak_pnl")
-    def peak_shown(self, stats: DailyStats) -> str:
-        return _price(stats.peak_pnl)
+    peak_shown = _money_column("peak_pnl", "peak P&L", ordering="peak_pnl")
 
-    @admin.display(description="max drawdown", ordering="max_drawdown")
-    def drawdown_shown(self, stats: DailyStats) -> str:
-        return _price(stats.max_drawdown)
+    drawdown_shown = _money_column("max_drawdown", "max drawdown", ordering="max_drawdown")
 
 
 class KillSwitchForm(forms.Form):
@@ -518,9 +506,7 @@ class KillSwitchEventAdmin(ReadOnlyAdmin):
     list_per_page = 100
     change_list_template = "admin/oms/killswitchevent/change_list.html"
 
-    @admin.display(description="at (IST)", ordering="at")
-    def when(self, event: KillSwitchEvent) -> str:
-        return _when(event.at)
+    when = _time_column("at", "at (IST)", ordering="at")
 
     @admin.display(description="state", ordering="state")
     def state_shown(self, event: KillSwitchEvent) -> str:

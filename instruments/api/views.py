@@ -10,8 +10,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -29,6 +28,7 @@ from instruments.models import Instrument, Source
 from instruments.selectors import MAX_TOKEN, instrument_stats
 from instruments.services import instrument_sync_enqueue, instruments_activate, instruments_deactivate
 from instruments.sync.errors import ActivationLimitExceeded, QueueUnavailable, SyncError
+from tradingportal.pagination import StrictPagination
 
 
 class PortalAPIRoot(APIRootView):
@@ -91,18 +91,10 @@ class CanRunSync(permissions.BasePermission):
         return bool(user and user.is_authenticated and user.has_perm("instruments.run_sync"))
 
 
-class InstrumentPagination(PageNumberPagination):
+class InstrumentPagination(StrictPagination):
     """``page`` and ``page_size`` (up to 1000); a page that does not exist is a 400 that says why."""
 
-    page_size_query_param = "page_size"
     max_page_size = 1000
-    invalid_page_message = "Invalid page {page_number!r}: {message}."
-
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except NotFound as exc:
-            raise ValidationError({"page": [str(exc.detail)]}) from None
 
 
 class InstrumentViewSet(viewsets.ReadOnlyModelViewSet):

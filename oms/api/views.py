@@ -16,8 +16,7 @@ from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
-from rest_framework.exceptions import APIException, NotFound, ParseError, Throttled, ValidationError
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.exceptions import APIException, ParseError, Throttled, ValidationError
 from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -45,6 +44,7 @@ from oms.killswitch import kill_switch_set, kill_switch_status
 from oms.models import Order, Strategy, StrategyAccess, Trade
 from oms.selectors import orders_visible_to, pnl_today, positions_kite_shape, trades_visible_to
 from oms.services import OrderError, order_cancel, order_modify, order_place, order_update_from_postback
+from tradingportal.pagination import StrictPagination
 from tradingportal.security import AnonymousThrottle
 
 logger = logging.getLogger(__name__)
@@ -122,18 +122,10 @@ STATUS_PARAMETER = OpenApiParameter(
 )
 
 
-class OmsPagination(PageNumberPagination):
+class OmsPagination(StrictPagination):
     """``page`` and ``page_size`` (up to 500); a page that does not exist is a 400 that says why."""
 
-    page_size_query_param = "page_size"
     max_page_size = 500
-    invalid_page_message = "Invalid page {page_number!r}: {message}."
-
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except NotFound as exc:
-            raise ValidationError({"page": [str(exc.detail)]}) from None
 
 
 class PayloadTooLarge(APIException):
