@@ -62,6 +62,21 @@ class Strategy(models.Model):
     max_position_loss = value_field(null=True, blank=True)
     price_band_percent = models.DecimalField(max_digits=6, decimal_places=3, null=True, blank=True)
     max_order_to_trade_ratio = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    # Kite (LIVE strategies).
+    algo_id = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="The exchange's algo ID, sent with every order (SEBI).",
+    )
+    market_protection = models.DecimalField(
+        max_digits=6, decimal_places=2, null=True, blank=True,
+        help_text="MARKET and SL-M orders: -1 (blank) for the exchange's automatic protection, or a percent (0-100].",
+    )  # fmt: skip
+    allow_autoslice = models.BooleanField(
+        default=False,
+        help_text="Send F&O orders above the freeze quantity sliced by Kite, instead of refusing them.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -69,6 +84,15 @@ class Strategy(models.Model):
         verbose_name_plural = "strategies"
         ordering = ["name"]
         permissions = [("change_strategy_mode", "Can switch a strategy between paper and live")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(market_protection__isnull=True)
+                | Q(market_protection=-1)
+                | (Q(market_protection__gt=0) & Q(market_protection__lte=100)),
+                name="oms_strategy_market_protection",
+                violation_error_message="Market protection is -1 (automatic) or a percent above 0, at most 100.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -296,6 +320,95 @@ class Position(models.Model):
         return self.realised + self.unrealised
 
 
+class FreezeLimit(models.Model):
+    """The exchange's freeze quantity for F&O orders on one underlying: a single order may
+    not be larger (Kite can slice it: ``Strategy.allow_autoslice``)."""
+
+    exchange = models.CharField(max_length=16, default="NFO")
+    underlying = models.CharField(
+        max_length=64, help_text="As the instrument dump's name: NIFTY, BANKNIFTY, RELIANCE."
+    )
+    freeze_quantity = models.PositiveIntegerField(help_text="Units (not lots).")
+    source = models.CharField(max_length=32, default="admin", help_text="seed, file (NSE's), or admin.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["exchange", "underlying"]
+        constraints = [
+            models.UniqueConstraint(fields=["exchange", "underlying"], name="oms_freezelimit_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.exchange}:{self.underlying} freeze {self.freeze_quantity}"
+
+
+class ReconciliationRun(models.Model):
+    """One comparison of the broker's orders, trades and positions with ours."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        OK = "ok", "OK"
+        UNREACHABLE = "unreachable", "Broker unreachable"
+        FAILED = "failed", "Failed"
+
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    triggered_by = models.CharField(max_length=32, default="schedule")
+    counts = models.JSONField(default=dict, blank=True, help_text="What was compared, found and fixed.")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+
+class ReconciliationIssue(models.Model):
+    """A difference between the broker and us that waits for a person (safe ones are fixed
+    through the update service and only logged). The same unresolved difference is
+    recorded once (``fingerprint``)."""
+
+    class Resolution(models.TextChoices):
+        OPEN = "", "Unresolved"
+        ACCEPT_BROKER = "accept_broker", "Accepted the broker's side"
+        ACCEPT_OURS = "accept_ours", "Kept ours (with a note)"
+        DISMISSED = "dismissed", "Dismissed"
+
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="issues")
+    kind = models.CharField(max_length=32)
+    fingerprint = models.CharField(max_length=128)
+    strategy = models.ForeignKey(Strategy, null=True, blank=True, on_delete=models.SET_NULL)
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL)
+    instrument = models.ForeignKey("instruments.Instrument", null=True, blank=True, on_delete=models.SET_NULL)
+    exchange = models.CharField(max_length=16, blank=True, default="")
+    tradingsymbol = models.CharField(max_length=64, blank=True, default="")
+    ours = models.JSONField(default=dict, blank=True)
+    broker = models.JSONField(default=dict, blank=True)
+    resolved = models.BooleanField(default=False)
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True, default="")
+    note = models.TextField(blank=True, default="")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    seen_at = models.DateTimeField(help_text="The last run that still found it.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fingerprint"], condition=Q(resolved=False), name="oms_reconissue_open_uniq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        where = f" {self.exchange}:{self.tradingsymbol}" if self.tradingsymbol else ""
+        return f"{self.kind}{where}"
+
+
 class OrderEvent(models.Model):
     """The append-only audit trail: every state change, fill and refusal, and its cause."""
 
@@ -328,6 +441,7 @@ class OrderEvent(models.Model):
         RISK = "risk", "Risk validator"
         RISK_MONITOR = "risk_monitor", "Risk monitor"
         KILL_SWITCH = "kill_switch", "Kill switch"
+        KITE = "kite", "Kite (placement answer)"
         SYSTEM = "system", "System"
 
     order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
@@ -398,6 +512,15 @@ class DailyStats(models.Model):
     unrealised = value_field(default=ZERO)
     peak_pnl = value_field(default=ZERO)
     max_drawdown = value_field(default=ZERO)
+    charges = value_field(
+        null=True, blank=True, help_text="Zerodha's charges on the day's trades (end of day)."
+    )
+    charges_detail = models.JSONField(
+        default=dict, blank=True, help_text="Each charge, as a contract note has it."
+    )
+    closed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the end-of-day run wrote the day."
+    )
     updated_at = models.DateTimeField()
 
     class Meta:
@@ -411,3 +534,11 @@ class DailyStats(models.Model):
     @property
     def pnl(self) -> Decimal:
         return self.realised + self.unrealised
+
+    @property
+    def net_pnl(self) -> Decimal | None:
+        return self.pnl - self.charges if self.charges is not None else None
+
+    @property
+    def order_to_trade_ratio(self) -> Decimal | None:
+        return (Decimal(self.orders) / self.trades).quantize(Decimal("0.01")) if self.trades else None
