@@ -18,9 +18,12 @@ $(STAMP): requirements.txt
 run: install  ## migrate, ensure the admin login, start web + feed + worker (Ctrl-C stops)
 	$(PY) -m tradingportal.runner
 
+# Test processes run side by side (pytest-xdist); 0 runs every test in the one pytest process.
+PYTEST_WORKERS ?= 4
+
 test: install  ## lint, then the whole suite (PostgreSQL + Redis when DATABASE_URL/REDIS_URL are set)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .

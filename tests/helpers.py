@@ -57,10 +57,24 @@ def serving(routes: dict[str, bytes | tuple[int, bytes]]) -> Iterator[str]:
         server.server_close()
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port for a server a test is about to start. The kernel picks it at
+    random, so two pytest-xdist workers asking at the same moment could get the same one:
+    each worker only takes its share (``port // 2`` modulo the worker count: the kernel
+    hands out odd ports first), and never a port this process handed out before."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    share = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % count
+    for _ in range(10_000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port // 2 % count == share and port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free loopback port found")
 
 
 def wait_for(
