@@ -232,6 +232,21 @@ def _standing_square_offs() -> list[KillSwitchEvent]:
     return standing
 
 
+def square_off_kept_up(order: Order) -> Order | None:
+    """A square-off already on its way: None, unless Kite has not answered for it (its
+    placement's outcome unknown) for SQUARE_OFF_RETRY_SECONDS; then it is retried (looked up
+    by its tag, sent once if Kite never got it) and returned."""
+    from oms.live import last_event_at, order_retry, unknown_at_broker
+
+    if not unknown_at_broker(order):
+        return None
+    last = last_event_at(order)
+    if last is not None and timezone.now() - last < timedelta(seconds=SQUARE_OFF_RETRY_SECONDS):
+        return None
+    logger.warning("square-off order %s: Kite has not answered for it; retrying", order.pk)
+    return order_retry(order_id=order.pk, actor=order.source).order
+
+
 def position_square_off(*, position: Position, source: str, key: str) -> Order | None:
     """A MARKET order that flattens ``position`` (let through a kill switch: it reduces),
     after cancelling the position's own working orders: a resting target or stop left
@@ -248,7 +263,7 @@ def position_square_off(*, position: Position, source: str, key: str) -> Order |
     ).order_by("pk")  # fmt: skip
     for order in working:
         if order.source in ("kill_switch", "risk_monitor") and order.order_type == "MARKET":
-            return None  # a square-off is already on its way
+            return square_off_kept_up(order)  # a square-off is already on its way
         try:
             order_cancel(
                 order_id=order.pk, user=None, source=source, reason=f"square-off of position {position.pk}"

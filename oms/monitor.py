@@ -86,14 +86,15 @@ def _run() -> dict[str, Any]:
 
 
 def _square_off_once(position: Position, *, reason: str) -> bool:
-    from oms.killswitch import position_square_off
+    from oms.killswitch import position_square_off, square_off_kept_up
 
     working = Order.objects.filter(
         strategy=position.strategy, instrument_id=position.instrument_id, product=position.product,
         source="risk_monitor", status__in=sorted(state.WORKING | state.PENDING),
-    ).exists()  # fmt: skip
-    if working:
-        return False
+    ).order_by("pk").first()  # fmt: skip
+    if working is not None:
+        # On its way; one Kite has not answered for is retried (never sent twice).
+        return square_off_kept_up(working) is not None
     key = f"risk-monitor-{reason}-{position.pk}-{position.quantity}-{timezone.now():%Y%m%d%H%M}"
     order = position_square_off(position=position, source="risk_monitor", key=key)
     logger.warning("risk monitor squared off position %s (%s): order %s", position.pk, reason,

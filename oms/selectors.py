@@ -11,10 +11,12 @@ from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from oms import state
-from oms.models import DailyStats, Order, Position, StrategyAccess, Trade
+from oms.models import DailyStats, FreezeLimit, Order, Position, StrategyAccess, Trade
 
 ZERO = Decimal(0)
 VALUE_PLACES = Decimal("0.0001")
+# Instrument types the exchanges' freeze quantities apply to (futures and options).
+DERIVATIVES = frozenset({"FUT", "CE", "PE"})
 
 
 def _strategy_of(user: Any) -> int | None:
@@ -221,3 +223,15 @@ def strategy_exposure(*, strategy_id: int, instrument_id: int, product: str,
         product_working_buy=int(product_buy), product_working_sell=int(product_sell),
         other_working_instruments=int(others),
     )  # fmt: skip
+
+
+def freeze_quantity_of(*, instrument: Any) -> int | None:
+    """The exchange's freeze quantity for an F&O ``instrument`` (by its exchange and its
+    underlying, the dump's ``name``), or None (not a derivative, or no limit on record)."""
+    if instrument.instrument_type not in DERIVATIVES or not instrument.name:
+        return None
+    return (
+        FreezeLimit.objects.filter(exchange=instrument.exchange, underlying=instrument.name)
+        .values_list("freeze_quantity", flat=True)
+        .first()
+    )

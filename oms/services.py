@@ -17,13 +17,17 @@ Placement (``order_place``):
 4. the strategy's broker is called and its answer goes through the one update service
    (``oms.updates.order_update``): the paper broker, which answers at once, in the same
    transaction (the order is never seen half-placed, and fills at the price the rules
-   checked); a remote broker (Kite, for LIVE strategies with the next issue) after
-   commit, outside any transaction.
+   checked); Kite (LIVE strategies) after commit, outside any transaction
+   (``oms.live.order_send``: every outcome Kite can have, and unknown ones never sent
+   twice). A replay of an order whose outcome at Kite is unknown retries it
+   (``oms.live.order_retry``: looked up by its tag first).
 
 Modify and cancel lock the order (and, for a modify, its strategy) and decide on the row
 as it is: a modify is checked by the same rules as a new order (its own quantity not
 counted twice), and a paper order that a modify makes marketable trades at once, at the
-market.
+market. Kite is asked after that transaction; when it does not answer, the request's
+outcome is unknown (``OutcomeUnknown``, HTTP 503) and the order's next update from Kite
+says what happened.
 """
 
 from __future__ import annotations
@@ -46,11 +50,21 @@ from django.utils import timezone
 from instruments.models import Instrument
 from oms import state
 from oms.brokers.base import Broker, BrokerRejected, BrokerUnavailable
+from oms.brokers.kite import BrokerLoginNeeded, BrokerRateLimited, KiteBroker
 from oms.brokers.paper import PaperBroker, paper_match_locked, paper_send_locked, quote_from_tick
 from oms.killswitch import trading_state_of
+from oms.live import (
+    kite_login_alert,
+    order_retry,
+    order_send,
+    order_update_from_kite,
+    send_claim,
+    send_release,
+)
+from oms.live import unknown_at_broker as _unknown_at_broker
 from oms.models import DailyStats, KillSwitchEvent, Mode, Order, OrderEvent, Strategy, StrategyAccess
 from oms.risk import Limits, OrderRequest, Refusal, RiskContext, risk_check
-from oms.selectors import orders_visible_to, strategy_exposure
+from oms.selectors import freeze_quantity_of, orders_visible_to, strategy_exposure
 from oms.updates import Applied, Fill, OrderUpdate, order_update
 
 logger = logging.getLogger(__name__)
@@ -67,6 +81,11 @@ class OrderError(Exception):
 
     status = 400
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
 
 class IdempotencyConflict(OrderError):
     status = 422
@@ -80,6 +99,19 @@ class NotFound(OrderError):
     status = 404
 
 
+class RateLimited(OrderError):
+    """Refused for a rate limit (Kite's order caps or its HTTP 429): nothing was sent."""
+
+    status = 429
+
+
+class OutcomeUnknown(OrderError):
+    """The broker did not answer: the request may or may not have been carried out; the
+    order's next update from the broker says."""
+
+    status = 503
+
+
 @dataclass
 class PlaceResult:
     order: Order
@@ -91,11 +123,12 @@ class PlaceResult:
 
 
 def broker_for(order: Order) -> Broker:
+    """PAPER strategies' orders go to the paper broker, LIVE ones to Kite."""
     if order.broker == "paper":
         return PaperBroker()
-    raise BrokerRejected(
-        f"no broker {order.broker!r} is available in this version (live trading is not enabled)"
-    )
+    if order.broker == KiteBroker.name:
+        return KiteBroker()
+    raise BrokerRejected(f"no broker {order.broker!r} is available")
 
 
 def _local(order: Order) -> bool:
@@ -199,7 +232,7 @@ _TIED_OR_NAMED = (
 )
 
 
-def _locked_strategy(*, name: str | None = None, user: Any = None, pk: int | None = None) -> Strategy:
+def locked_strategy(*, name: str | None = None, user: Any = None, pk: int | None = None) -> Strategy:
     """The strategy an order is for, its row locked to the commit: by ``pk``, or the one
     ``user`` is tied to (``NotAllowed`` when ``name`` names another), else ``name`` (default
     manual). The desk's and its own kill switch state (the latest ``KillSwitchEvent`` of
@@ -290,15 +323,20 @@ def order_place(*, request: OrderRequest, user: Any, idempotency_key: str, strat
     def asked() -> str:  # the fingerprint of this request, for a replay's comparison
         return _fingerprint(_strategy_name_for(name=strategy_name, user=user), instrument, request)
 
+    actor = user.get_username() if user is not None else source
     replayed = _replay(user=user, key=idempotency_key, fingerprint=asked)
     if replayed is not None:
+        if _unknown_at_broker(replayed):  # a retry of a placement Kite has not answered for
+            sent = order_retry(order_id=replayed.pk, actor=actor)
+            return PlaceResult(
+                order=sent.order, created=False, refusal=sent.refusal or _refusal_of(sent.order)
+            )
         return PlaceResult(order=replayed, created=False, refusal=_refusal_of(replayed))
-    actor = user.get_username() if user is not None else source
     fingerprint = ""
     try:
         with transaction.atomic():
             # Placements of one strategy are serialised from here to the commit.
-            strategy = _locked_strategy(name=strategy_name, user=user)
+            strategy = locked_strategy(name=strategy_name, user=user)
             fingerprint = _fingerprint(strategy.name, instrument, request)
             stats = _day_stats(strategy)
             ctx = risk_context(strategy=strategy, instrument=instrument, request=request, square_off=square_off,
@@ -323,12 +361,17 @@ def order_place(*, request: OrderRequest, user: Any, idempotency_key: str, strat
             raise
         return PlaceResult(order=replayed, created=False, refusal=_refusal_of(replayed))
     if refusal is None and not _local(order):
-        order = _send(order, actor=actor)
+        # After the commit, outside any transaction (inside a caller's: after its commit).
+        sent = order_send(order, actor=actor, freeze_quantity=ctx.freeze_quantity,
+                          allow_autoslice=strategy.allow_autoslice or square_off)  # fmt: skip
+        return PlaceResult(order=sent.order, created=True, refusal=sent.refusal)
     return PlaceResult(order=order, created=True, refusal=refusal)
 
 
 def _refusal_of(order: Order) -> Refusal | None:
-    if order.status == state.RISK_REJECTED:
+    """The refusal of one of our rules that ended ``order``: RISK REJECTED, or REJECTED for
+    the rate (Kite's order caps)."""
+    if order.status == state.RISK_REJECTED or (order.status == state.REJECTED and order.risk_rule):
         return Refusal(rule=order.risk_rule, detail=order.status_message)
     return None
 
@@ -392,27 +435,6 @@ def _count_order(stats: DailyStats, *, rejected: bool) -> None:
     )
 
 
-def _send(order: Order, *, actor: str) -> Order:
-    """Hand an accepted order to a remote broker and apply the answer (after commit,
-    outside any transaction)."""
-    try:
-        update = broker_for(order).place(order)
-    except BrokerRejected as exc:
-        update = OrderUpdate(status=state.REJECTED, status_message=str(exc))
-    except BrokerUnavailable as exc:
-        # We do not know whether the broker has it: it stays PUT ORDER REQ RECEIVED until
-        # a poll or a postback says (never placed twice).
-        return _record(order, OrderEvent.Kind.BROKER_ERROR, f"outcome unknown: {exc}", actor=actor)
-    except Exception as exc:  # noqa: BLE001 - the same: the broker may have it; never placed twice
-        logger.exception("placing order %s with %s failed", order.pk, order.broker)
-        return _record(
-            order, OrderEvent.Kind.BROKER_ERROR, f"outcome unknown: {type(exc).__name__}", actor=actor
-        )
-    result = order_update(order_id=order.pk, update=update, source=order.broker, actor=actor)
-    assert result.order is not None
-    return result.order
-
-
 def _record(order: Order, kind: str, message: str, *, actor: str, source: str = "system") -> Order:
     OrderEvent.objects.create(order=order, at=timezone.now(), kind=kind, source=source, actor=actor,
                               old_status=order.status, new_status=order.status, message=message)  # fmt: skip
@@ -437,6 +459,7 @@ def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRe
     today = timezone.localdate(now)
     book = strategy_exposure(strategy_id=strategy.pk, instrument_id=instrument.pk, product=request.product,
                              exclude_order=exclude_order)  # fmt: skip
+    freeze_quantity = freeze_quantity_of(instrument=instrument)
     try:
         tick = latest_tick(instrument.instrument_token) if instrument.instrument_token else None
     except Exception:  # noqa: BLE001 - the store (Redis) is down: no price known (MARKET orders are refused)
@@ -459,7 +482,7 @@ def risk_context(*, strategy: Strategy, instrument: Instrument, request: OrderRe
         open_positions=book.open_positions + book.other_working_instruments, live_price=live, live_tick=live_tick,
         reference_price=reference, day_pnl=day_pnl, day_peak_pnl=max(stats.peak_pnl if stats else Decimal(0), day_pnl),
         orders_today=stats.orders if stats else 0, trades_today=stats.trades if stats else 0,
-        square_off=square_off,
+        square_off=square_off, freeze_quantity=freeze_quantity, modifying=exclude_order is not None,
     )  # fmt: skip
 
 
@@ -494,14 +517,14 @@ def order_modify(*, order_id: int, user: Any, quantity: int | None = None, price
     actor = user.get_username() if user is not None else source
     error: OrderError | None = None
     with transaction.atomic():
-        strategy = _locked_strategy(pk=order.strategy_id)
+        strategy = locked_strategy(pk=order.strategy_id)
         order = _locked_order(order.pk)
         if order.is_terminal:
             raise OrderError(f"order #{order.pk} is {order.status}; it cannot be modified")
         if quantity is not None and order.filled_quantity and quantity <= order.filled_quantity:
             raise OrderError(f"quantity {quantity} must be above the {order.filled_quantity} already filled")
         request = _checked(replace(
-            _request_of(order), quantity=quantity if quantity is not None else order.quantity,
+            order_request_of(order), quantity=quantity if quantity is not None else order.quantity,
             price=price if price is not None else order.price,
             trigger_price=trigger_price if trigger_price is not None else order.trigger_price,
         ))  # fmt: skip
@@ -514,32 +537,48 @@ def order_modify(*, order_id: int, user: Any, quantity: int | None = None, price
                     source="risk")  # fmt: skip
             error = OrderError(f"{refusal.rule}: {refusal.detail}")
         elif _local(order):
-            error = _modify_with(order, actor=actor, source=source, quantity=quantity, price=price,
-                                 trigger_price=trigger_price, tick=ctx.live_tick)  # fmt: skip
+            order, error = _modify_with(order, actor=actor, source=source, quantity=quantity, price=price,
+                                        trigger_price=trigger_price, tick=ctx.live_tick)  # fmt: skip
     if error is None and not _local(order):
-        error = _modify_with(order, actor=actor, source=source, quantity=quantity, price=price,
-                             trigger_price=trigger_price, tick=None)  # fmt: skip
+        # Kite is asked outside the transaction: no row lock is held while it answers.
+        order, error = _modify_with(order, actor=actor, source=source, quantity=quantity, price=price,
+                                    trigger_price=trigger_price, tick=None)  # fmt: skip
     if error is not None:
         raise error
     return order
 
 
 def _modify_with(order: Order, *, actor: str, source: str, quantity: int | None, price: Decimal | None,
-                 trigger_price: Decimal | None, tick: dict[str, Any] | None) -> OrderError | None:  # fmt: skip
+                 trigger_price: Decimal | None, tick: dict[str, Any] | None) -> tuple[Order, OrderError | None]:  # fmt: skip
     try:
         update = broker_for(order).modify(order, quantity=quantity, price=price, trigger_price=trigger_price)
-    except BrokerRejected as exc:
-        _record(order, OrderEvent.Kind.MODIFY_REFUSED, str(exc), actor=actor, source=order.broker)
-        return OrderError(str(exc))
-    order_update(order=order if _local(order) else None, order_id=order.pk, update=update,
-                 source=_event_source(source), actor=actor)  # fmt: skip
-    if _local(order) and not order.is_terminal:
+    except (BrokerRejected, BrokerUnavailable) as exc:
+        return order, _broker_refused(
+            order, exc, kind=OrderEvent.Kind.MODIFY_REFUSED, what="modify", actor=actor
+        )
+    local = _local(order)
+    result = order_update(order=order if local else None, order_id=order.pk, update=update,
+                          source=_event_source(source), actor=actor)  # fmt: skip
+    if local and not order.is_terminal:
         # A modified paper order meets the market anew: marketable, it trades now.
         paper_match_locked(order, quote_from_tick(tick))
-    return None
+    return (order if local or result.order is None else result.order), None
 
 
-def _request_of(order: Order) -> OrderRequest:
+def _broker_refused(order: Order, exc: Exception, *, kind: str, what: str, actor: str) -> OrderError:
+    """A modify or cancel the broker refused or did not answer: recorded on the order, and
+    the error the caller answers with (Kite login needed also alerts the desk)."""
+    if isinstance(exc, BrokerUnavailable):
+        message = f"{what} outcome unknown: {exc}; the order's next update from Kite says whether it was done"
+        _record(order, OrderEvent.Kind.BROKER_ERROR, message, actor=actor, source=order.broker)
+        return OutcomeUnknown(message)
+    _record(order, kind, str(exc), actor=actor, source=order.broker)
+    if isinstance(exc, BrokerLoginNeeded):
+        kite_login_alert(detail=str(exc), order=order)
+    return RateLimited(str(exc)) if isinstance(exc, BrokerRateLimited) else OrderError(str(exc))
+
+
+def order_request_of(order: Order) -> OrderRequest:
     return OrderRequest(
         transaction_type=order.transaction_type, quantity=order.quantity, product=order.product,
         order_type=order.order_type, price=order.price, trigger_price=order.trigger_price, validity=order.validity,
@@ -554,8 +593,24 @@ def order_cancel(*, order_id: int, user: Any, source: str = "api", reason: str =
     outside any transaction."""
     order = _own_order(order_id=order_id, user=user)
     actor = user.get_username() if user is not None else source
+    if _unknown_at_broker(order):
+        # Its placement may be on its way to Kite right now: the cancel takes the same claim.
+        claimed = send_claim(order.pk)
+        if not claimed:
+            raise OrderError(
+                f"order #{order.pk} is being sent to Kite right now (or the cache is unreachable): cancel it again "
+                "in a few seconds", 409)  # fmt: skip
+        try:
+            order.refresh_from_db()
+            return _cancelled(order, actor=actor, source=source, reason=reason)
+        finally:
+            send_release(order.pk)
+    return _cancelled(order, actor=actor, source=source, reason=reason)
+
+
+def _cancelled(order: Order, *, actor: str, source: str, reason: str) -> Order:
     local = _local(order)
-    refused = ""
+    error: OrderError | None = None
     with transaction.atomic() if local else nullcontext():
         if local:
             order = _locked_order(order.pk)
@@ -563,60 +618,39 @@ def order_cancel(*, order_id: int, user: Any, source: str = "api", reason: str =
             raise OrderError(f"order #{order.pk} is {order.status}; it cannot be cancelled")
         try:
             update = broker_for(order).cancel(order)
-        except BrokerRejected as exc:
-            refused = str(exc)
-            _record(order, OrderEvent.Kind.CANCEL_REFUSED, refused, actor=actor, source=order.broker)
+        except (BrokerRejected, BrokerUnavailable) as exc:
+            error = _broker_refused(
+                order, exc, kind=OrderEvent.Kind.CANCEL_REFUSED, what="cancel", actor=actor
+            )
         else:
             if reason:
-                update.status_message = reason
+                update.status_message = (
+                    f"{reason}: {update.status_message}" if update.status_message else reason
+                )
             result = order_update(order=order if local else None, order_id=order.pk, update=update,
                                   source=_event_source(source), actor=actor)  # fmt: skip
             assert result.order is not None
             order = result.order
-    if refused:
-        raise OrderError(refused)
+    if error is not None:
+        raise error
     return order
 
 
 # --- broker updates from outside ------------------------------------------------------------------
 
-KITE_STATUSES = state.ALL | {state.UPDATE}
-
-
-def _kite_decimal(value: Any) -> Decimal | None:
-    if value in (None, ""):
-        return None
-    try:
-        return Decimal(str(value))
-    except ArithmeticError:
-        return None
-
-
-def update_from_kite_payload(data: dict[str, Any]) -> OrderUpdate:
-    """A Kite order payload (postback, ticker order message, order book row) as an update."""
-    status = str(data.get("status") or "").upper() or None
-    return OrderUpdate(
-        status=status if status in KITE_STATUSES else status,
-        status_message=str(data.get("status_message") or ""),
-        broker_order_id=str(data["order_id"]) if data.get("order_id") else None,
-        exchange_order_id=str(data.get("exchange_order_id") or ""),
-        payload=data,
-    )
-
 
 def order_update_from_feed(*, data: dict[str, Any]) -> Applied:
     """An order update that arrived on the ticker (Kite sends postbacks there too)."""
-    return order_update(update=update_from_kite_payload(data), source="ticker", broker="kite", actor="ticker")
+    return order_update_from_kite(data=data, source=OrderEvent.Source.TICKER)
 
 
 def order_update_from_postback(*, data: dict[str, Any]) -> Applied:
-    return order_update(
-        update=update_from_kite_payload(data), source="postback", broker="kite", actor="postback"
-    )
+    """A Kite postback (its checksum verified by the caller)."""
+    return order_update_from_kite(data=data, source=OrderEvent.Source.POSTBACK)
 
 
 __all__ = [
     "Fill", "IdempotencyConflict", "NotAllowed", "NotFound", "OrderError", "OrderRequest", "OrderUpdate",
-    "PlaceResult", "order_cancel", "order_modify", "order_place", "order_update", "order_update_from_feed",
-    "order_update_from_postback", "strategy_for", "trading_state",
+    "OutcomeUnknown", "PlaceResult", "RateLimited", "order_cancel", "order_modify", "order_place", "order_retry",
+    "order_update", "order_update_from_feed", "order_update_from_postback", "strategy_for", "trading_state",
 ]  # fmt: skip

@@ -4,16 +4,19 @@ Kite postbacks, the ticker's order messages, order-book polls, reconciliation).
 
 In one transaction, with the order row (and the position row) locked on PostgreSQL:
 
-1. fills first, each once: a trade id seen before with the same data is a duplicate
+1. a modification's values (quantity, price, trigger, type), unless the row is older than
+   the newest broker row applied (``sequence``): an older update never undoes a newer
+   modification;
+2. fills, each once: a trade id seen before with the same data is a duplicate
    (dropped), with other data a conflict (recorded, never applied); a fill that would
    take ``filled_quantity`` past ``quantity`` is refused. A fill moves the position
    (``oms.pnl``), the day's statistics and the order's filled and average price, and
    implies what it proves (a pending order is working, a fully filled one complete);
-2. then the status, through the state machine (``oms.state``): terminal statuses never
+3. then the status, through the state machine (``oms.state``): terminal statuses never
    change, an illegal pair is recorded and not applied, a non-terminal status older
-   than the last applied one (``sequence``) is stale and ignored, and ``COMPLETE``
-   waits for its fills (they imply it when they arrive);
-3. then the audit trail: one ``OrderEvent`` per thing that happened, with the source,
+   than the newest broker row applied (``sequence``) is stale and ignored, and
+   ``COMPLETE`` waits for its fills (they imply it when they arrive);
+4. then the audit trail: one ``OrderEvent`` per thing that happened, with the source,
    the actor and the broker's payload (redacted).
 
 Broadcasts to the dashboards go out on commit.
@@ -59,7 +62,10 @@ class OrderUpdate:
     fills: list[Fill] = field(default_factory=list)
     broker_order_id: str | None = None
     exchange_order_id: str = ""
-    sequence: int | None = None  # broker ordering (e.g. exchange update time in ms)
+    # Broker ordering (Kite: the row's exchange update time in ms): an update older than
+    # the newest row applied (``Order.status_sequence``) changes no non-terminal status and
+    # no modification.
+    sequence: int | None = None
     quantity: int | None = None  # a modification's new values
     price: Decimal | None = None
     trigger_price: Decimal | None = None
@@ -67,6 +73,12 @@ class OrderUpdate:
     payload: dict[str, Any] = field(default_factory=dict)
     # Paper broker: the order met a price that did not reach it (``Order.paper_rested_at``).
     rested_at: datetime | None = None
+    # A REJECTED for one of our own rules (``rate_limit``: Kite's caps or its HTTP 429),
+    # stored as the order's ``risk_rule``.
+    rule: str = ""
+    # Whether a REJECTED LIVE order alerts the desk (False: the caller raises its own alert,
+    # e.g. Kite login needed, or answers the refusal at once, e.g. the rate limit).
+    alert: bool = True
 
 
 @dataclass
@@ -88,7 +100,7 @@ SECRET_KEYS = frozenset(
 )  # fmt: skip
 
 
-def _clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
+def clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """The broker's payload for the audit trail: credential-named keys masked at any depth
     (e.g. a postback's checksum), every string scrubbed of known secrets, floats kept as
     their text (never rounded through JSON)."""
@@ -115,7 +127,7 @@ class _Trail:
     def __init__(self, order: Order | None, *, source: str, actor: str, payload: dict[str, Any],
                  preceding: list[OrderEvent] | None = None) -> None:  # fmt: skip
         self.order, self.source, self.actor = order, source, actor
-        self.payload = _clean_payload(payload) if payload else {}
+        self.payload = clean_payload(payload) if payload else {}
         self.preceding = preceding or []
         self.events: list[OrderEvent] = []
         self._payload_used = False
@@ -165,17 +177,21 @@ def order_update(*, update: OrderUpdate, source: str, order_id: int | None = Non
             logger.warning("order update for an unknown %s order %s (%s)", broker, broker_order_id, source)
             return Applied(order=None, events=trail.events)
         changed: set[str] = set()
+        stale = update.sequence is not None and update.sequence < order.status_sequence
         if broker_order_id and not order.broker_order_id:
             order.broker_order_id = broker_order_id
             changed.add("broker_order_id")
         if update.exchange_order_id and update.exchange_order_id != order.exchange_order_id:
             order.exchange_order_id = update.exchange_order_id[:64]
             changed.add("exchange_order_id")
-        _apply_modification(order, update, trail, changed)
+        _apply_modification(order, update, trail, changed, stale=stale)
         for fill in update.fills:
             _apply_fill(order, fill, trail, changed)
         if update.status and update.status != state.UPDATE:
-            _apply_status(order, update, trail, changed)
+            _apply_status(order, update, trail, changed, stale=stale)
+        if not stale and update.sequence is not None and update.sequence > order.status_sequence:
+            order.status_sequence = update.sequence  # the newest broker row applied
+            changed.add("status_sequence")
         if update.rested_at is not None and order.paper_rested_at is None and not order.is_terminal:
             order.paper_rested_at = update.rested_at
             changed.add("paper_rested_at")
@@ -201,7 +217,9 @@ def _sync_quantities(order: Order, changed: set[str]) -> None:
         changed.update({"pending_quantity", "cancelled_quantity"})
 
 
-def _apply_status(order: Order, update: OrderUpdate, trail: _Trail, changed: set[str]) -> None:
+def _apply_status(
+    order: Order, update: OrderUpdate, trail: _Trail, changed: set[str], *, stale: bool
+) -> None:
     old, new = order.status, update.status or order.status
     message = update.status_message
     if new not in state.ALL:
@@ -221,8 +239,7 @@ def _apply_status(order: Order, update: OrderUpdate, trail: _Trail, changed: set
         trail.add(OrderEvent.Kind.ILLEGAL_TRANSITION, f"{old} -> {new} is not a legal transition; not applied",
                   old=old, new=new)  # fmt: skip
         return
-    sequence = update.sequence
-    if sequence is not None and not state.is_terminal(new) and sequence < order.status_sequence:
+    if stale and not state.is_terminal(new):
         trail.add(OrderEvent.Kind.STALE_UPDATE, f"{new} is older than the {old} already applied; ignored",
                   old=old, new=new)  # fmt: skip
         return
@@ -241,11 +258,11 @@ def _apply_status(order: Order, update: OrderUpdate, trail: _Trail, changed: set
     if message:
         order.status_message = message[:2000]
         changed.add("status_message")
-    if sequence is not None and sequence > order.status_sequence:
-        order.status_sequence = sequence
-        changed.add("status_sequence")
+    if new == state.REJECTED and update.rule and not order.risk_rule:
+        order.risk_rule = update.rule[:32]
+        changed.add("risk_rule")
     trail.add(OrderEvent.Kind.STATUS, message, old=old, new=new)
-    if new == state.REJECTED and order.broker != "paper":
+    if new == state.REJECTED and order.broker != "paper" and update.alert:
         transaction.on_commit(lambda: _alert_rejected(order))
 
 
@@ -255,11 +272,18 @@ def _alert_rejected(order: Order) -> None:
     alert_order_rejected(order=order)  # never raises; paper orders are not alerted
 
 
-def _apply_modification(order: Order, update: OrderUpdate, trail: _Trail, changed: set[str]) -> None:
+def _apply_modification(order: Order, update: OrderUpdate, trail: _Trail, changed: set[str], *,
+                        stale: bool) -> None:  # fmt: skip
     values: dict[str, Any] = {"quantity": update.quantity, "price": update.price, "trigger_price": update.trigger_price,
               "order_type": update.order_type}  # fmt: skip
     moved = {k: v for k, v in values.items() if v is not None and getattr(order, k) != v}
     if not moved:
+        return
+    if stale:
+        # A row from before a modification already applied: its values are the old ones.
+        trail.add(OrderEvent.Kind.STALE_UPDATE,
+                  f"the values of an older update ({', '.join(f'{k} {v}' for k, v in moved.items())}) are not applied: "
+                  "a newer one is", old=order.status, new=order.status)  # fmt: skip
         return
     if order.is_terminal:
         # A modification racing a fill or a cancel: the order is finished as it stands.

@@ -23,6 +23,7 @@ RULES: list[tuple[str, Rule]] = [
     ("lot_size", instrument.lot_size),
     ("tick_size", instrument.tick_size),
     ("max_quantity", size.max_quantity),
+    ("freeze_quantity", size.freeze_quantity),
     ("max_order_value", size.max_order_value),
     ("max_position", size.max_position),
     ("max_open_positions", size.max_open_positions),
@@ -37,7 +38,8 @@ RULES: list[tuple[str, Rule]] = [
 ]
 RULE_NAMES = [name for name, _ in RULES]
 # A square-off placed by the kill switch or the risk monitor only has to be tradable:
-# limits and the switch itself must never stop the desk from flattening.
+# limits and the switch itself must never stop the desk from flattening (above the freeze
+# quantity, a LIVE square-off goes out sliced by Kite).
 SQUARE_OFF_RULES = {"instrument", "lot_size", "no_live_price", "rate_limit"}
 
 

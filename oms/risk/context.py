@@ -105,6 +105,8 @@ class RiskContext:
     orders_today: int = 0
     trades_today: int = 0
     square_off: bool = False  # a system square-off (kill switch, risk monitor): only the market rules apply
+    freeze_quantity: int | None = None  # the exchange's largest F&O order for the underlying (FreezeLimit)
+    modifying: bool = False  # a modify of a working order (checked as a new order would be)
     warnings: list[str] = field(default_factory=list)
     runaway: bool = False  # set by rate_limit: refusals this minute reached the runaway threshold
 

@@ -12,6 +12,24 @@ def max_quantity(ctx: RiskContext) -> str | None:
     return None
 
 
+def freeze_quantity(ctx: RiskContext) -> str | None:
+    """The exchange refuses an F&O order above the freeze quantity of its underlying. Kite
+    can slice one (autoslice) when the strategy allows it; a modify is never sliced. Paper
+    orders are held to the same limit, so a strategy meets on paper what it meets live."""
+    limit = ctx.freeze_quantity
+    quantity = ctx.request.quantity
+    if limit is None or quantity <= limit:
+        return None
+    if getattr(ctx.strategy, "allow_autoslice", False) and not ctx.modifying:
+        return None
+    row = ctx.instrument
+    what = "a modification cannot be sliced: " if ctx.modifying else ""
+    return (
+        f"quantity {quantity} is above the exchange's freeze quantity {limit} for {row.exchange}:{row.name} "
+        f"({what}send at most {limit} an order{'' if ctx.modifying else ', or allow autoslice on the strategy'})"
+    )
+
+
 def max_order_value(ctx: RiskContext) -> str | None:
     price = ctx.entry_price
     if price is None:

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 NAME = "kite"
 DEFAULT_MARKET_PROTECTION = Decimal(-1)  # the exchange's automatic protection
 PROTECTED = ("MARKET", "SL-M")  # order types Kite sends only with market protection
+NEVER_REACHED = "cancelled here: the order is not in Kite's order book (its placement never reached Kite)"
 VARIETIES = ("regular", "amo")
 _sessions = threading.local()
 
@@ -104,13 +105,14 @@ class KiteBroker:
 
     # --- placing ---------------------------------------------------------------------------------
 
-    def place(self, order: Any, *, freeze_quantity: int | None = None, retry: bool = False) -> OrderUpdate:
+    def place(self, order: Any, *, freeze_quantity: int | None = None, retry: bool = False,
+              allow_autoslice: bool | None = None) -> OrderUpdate:  # fmt: skip
         """Send ``order`` (an ``oms.models.Order``, with its strategy) to Kite.
 
         ``freeze_quantity``: the exchange's limit per order for the instrument (above it, the
-        order is sliced by Kite when the strategy allows it, else refused). ``retry``: the
-        order may have been sent before with an unknown outcome: it is sent only when Kite's
-        order book does not have it."""
+        order is sliced by Kite when ``allow_autoslice`` (default: the strategy's) allows it,
+        else refused). ``retry``: the order may have been sent before with an unknown outcome:
+        it is sent only when Kite's order book does not have it."""
         if order.broker_order_id:
             logger.warning(
                 "order %s is at Kite already as %s: not sent again", order.pk, order.broker_order_id
@@ -120,7 +122,9 @@ class KiteBroker:
             raise BrokerRejected(f"{order.variety} orders are not supported through the Kite broker")
         params = self._place_params(order)
         slices = math.ceil(order.quantity / freeze_quantity) if freeze_quantity else 1
-        if slices > 1 and not getattr(order.strategy, "allow_autoslice", False):
+        if allow_autoslice is None:
+            allow_autoslice = bool(getattr(order.strategy, "allow_autoslice", False))
+        if slices > 1 and not allow_autoslice:
             raise BrokerRejected(
                 f"quantity {order.quantity} is above the exchange's freeze quantity {freeze_quantity} for "
                 f"{order.exchange}:{order.tradingsymbol}: send at most {freeze_quantity} an order, or allow "
@@ -128,7 +132,12 @@ class KiteBroker:
             )
         client = self._client()
         if retry:
-            found = self.find(order, client=client)
+            try:
+                found = self.find(order, client=client)
+            except BrokerRejected as exc:  # the token, the rate: Kite may have it; nothing is sent
+                raise BrokerUnavailable(
+                    f"Kite's order book could not be read ({exc}): not sent again"
+                ) from exc
             if found is not None:
                 logger.info(
                     "order %s is at Kite already as %s: not sent again", order.pk, found.broker_order_id
@@ -199,7 +208,7 @@ class KiteBroker:
     def _find_quietly(self, order: Any) -> OrderUpdate | None:
         try:
             return self.find(order)
-        except BrokerUnavailable as exc:
+        except (BrokerRejected, BrokerUnavailable) as exc:  # any failure: the outcome stays unknown
             logger.warning("order %s: Kite's order book could not be read either (%s): outcome unknown", order.pk,
                            exc)  # fmt: skip
             return None
@@ -305,8 +314,20 @@ class KiteBroker:
 
     def cancel(self, order: Any) -> OrderUpdate:
         """Ask Kite to cancel ``order`` (an autosliced one: each of its working slices). It is
-        ``CANCEL PENDING`` until Kite's next update says ``CANCELLED`` (or that a fill won)."""
-        broker_order_id = self._broker_order_id(order)
+        ``CANCEL PENDING`` until Kite's next update says ``CANCELLED`` (or that a fill won).
+
+        An order Kite has not answered for (its placement's outcome unknown) is looked up by
+        its tag first: not in Kite's order book, it never reached Kite and is ``CANCELLED``
+        here; finished there already, Kite's row is the answer."""
+        broker_order_id, found = order.broker_order_id, None
+        if not broker_order_id:
+            found = self.find(order)
+            if found is None:
+                logger.info("order %s is not in Kite's order book: cancelled here", order.pk)
+                return OrderUpdate(status=state.CANCELLED, status_message=NEVER_REACHED)
+            if not found.broker_order_id or (found.status and state.is_terminal(found.status)):
+                return found
+            broker_order_id = found.broker_order_id
         try:
             self._call(partial(_cancel, variety=order.variety, order_id=broker_order_id))
         except (BrokerLoginNeeded, BrokerRateLimited):
@@ -317,7 +338,8 @@ class KiteBroker:
                 self._call(partial(_cancel, variety=order.variety, order_id=child))
         logger.info("order %s (Kite %s): cancel sent", order.pk, broker_order_id)
         return OrderUpdate(broker_order_id=broker_order_id, status=state.CANCEL_PENDING,
-                           status_message="cancel sent to Kite", payload={"order_id": broker_order_id})  # fmt: skip
+                           status_message="cancel sent to Kite", payload={"order_id": broker_order_id},
+                           fills=found.fills if found is not None else [])  # fmt: skip
 
     def _working_slices(self, order: Any, parent: str, refused: BrokerRejected) -> list[str]:
         """The slices of ``parent`` still working at Kite; ``refused`` is raised again when
