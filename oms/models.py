@@ -98,6 +98,33 @@ class Strategy(models.Model):
         return self.name
 
 
+class StrategyModeChange(models.Model):
+    """Each switch of a strategy between PAPER and LIVE (``oms.strategy_mode``): who, when,
+    from what to what, and what the person confirmed (the limits and Kite settings as the
+    confirmation page showed them). Append-only."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="mode_changes")
+    at = models.DateTimeField(db_index=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    by_username = models.CharField(max_length=150, help_text="Kept when the user is deleted.")
+    old_mode = models.CharField(max_length=8, choices=Mode.choices)
+    new_mode = models.CharField(max_length=8, choices=Mode.choices)
+    note = models.TextField(blank=True, default="")
+    confirmed = models.JSONField(
+        default=dict, blank=True, help_text="The limits, capital and Kite settings the person confirmed."
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "strategy mode change"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.strategy} {self.old_mode} -> {self.new_mode} at "
+            f"{timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} IST by {self.by_username}"
+        )
+
+
 class StrategyAccess(models.Model):
     """Ties an API user to one strategy: that user places and sees only its orders."""
 

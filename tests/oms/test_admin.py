@@ -1,7 +1,7 @@
 """The OMS admin: orders (with their audit trail), trades, positions, daily statistics and
-kill-switch events are read-only for everyone, strategies refuse LIVE and nonsense limits,
-the kill switch needs the permission and a confirmation, and the lists cost the same
-number of queries whatever the number of rows."""
+kill-switch events are read-only for everyone, strategies refuse nonsense limits (their mode
+changes on its own page: test_admin_live.py), the kill switch needs the permission and a
+confirmation, and the lists cost the same number of queries whatever the number of rows."""
 
 from datetime import timedelta
 from decimal import Decimal as D
@@ -186,17 +186,18 @@ def _strategy_form(strategy=None, **changes):
     return {k: v for k, v in data.items() if v is not None}
 
 
-def test_switching_a_strategy_to_live_is_refused_with_a_clear_message(staff_client, manual):
+def test_the_strategy_form_never_changes_the_mode(staff_client, manual):
+    """The mode changes only on its confirmation page (tests/oms/test_admin_live.py)."""
+    page = staff_client.get(f"/admin/oms/strategy/{manual.pk}/change/").content.decode()
+    assert 'name="mode"' not in page and "Switch to LIVE" in page
     response = staff_client.post(
         f"/admin/oms/strategy/{manual.pk}/change/", _strategy_form(manual, mode="LIVE")
     )
-    assert response.status_code == 200
-    assert "not available in this version" in response.context["adminform"].form.errors["mode"][0]
+    assert response.status_code == 302
     manual.refresh_from_db()
     assert manual.mode == Mode.PAPER
-    new = staff_client.post("/admin/oms/strategy/add/", _strategy_form(mode="LIVE"))
-    assert new.status_code == 200 and not Strategy.objects.filter(name="algo2").exists()
-    assert staff_client.post("/admin/oms/strategy/add/", _strategy_form()).status_code == 302
+    assert 'name="mode"' not in staff_client.get("/admin/oms/strategy/add/").content.decode()
+    assert staff_client.post("/admin/oms/strategy/add/", _strategy_form(mode="LIVE")).status_code == 302
     assert Strategy.objects.get(name="algo2").mode == Mode.PAPER
 
 
@@ -414,10 +415,9 @@ def test_the_oms_admin_in_a_browser_at_1366px(django_user_model, settings, chrom
             expect(page.locator("#result_list")).to_contain_text("banknifty-straddle-intraday")
 
             page.goto(f"{base}oms/strategy/{manual}/change/")
-            page.select_option("#id_mode", "LIVE")
-            page.click('input[name="_save"]')
-            expect(page.locator(".errorlist")).to_contain_text("not available in this version")
-            page.screenshot(path=str(tmp_path / "strategy-live-refused.png"), full_page=True)
+            assert page.locator("#id_mode").count() == 0  # the mode has its own page (test_admin_live.py)
+            expect(page.locator("#strategy-switch-mode")).to_have_text("Switch to LIVE…")
+            page.screenshot(path=str(tmp_path / "strategy.png"), full_page=True)
 
             page.goto(f"{base}oms/killswitchevent/")
             expect(page.locator("#ks-state")).to_have_text("Kill switch: ACTIVE")
