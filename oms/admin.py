@@ -5,27 +5,31 @@ with their limits and mode, and the kill switch behind a permission and a confir
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from oms import state as order_state
 from oms.api.serializers import payload_redacted, text_redacted
+from oms.freeze_limits import FREEZE_EXCHANGES, UNDERLYING_PATTERN
 from oms.killswitch import kill_switch_set, kill_switch_status
 from oms.models import (
     DailyStats,
+    FreezeLimit,
     KillSwitchEvent,
     Mode,
     Order,
@@ -33,13 +37,19 @@ from oms.models import (
     Position,
     Strategy,
     StrategyAccess,
+    StrategyModeChange,
     Trade,
 )
-
-LIVE_REFUSED = (
-    "Switching a strategy to LIVE is not available in this version: orders would go to the exchange with "
-    "real money, and that needs the Kite broker, a dedicated permission and a confirmation page (the next "
-    "release). Keep it on PAPER."
+from oms.strategy_mode import (
+    PERMISSION as MODE_PERMISSION,
+)
+from oms.strategy_mode import (
+    ModeSwitchRefused,
+    amount_shown,
+    market_protection_shown,
+    strategy_limits_shown,
+    strategy_mode_problems,
+    strategy_mode_set,
 )
 
 
@@ -346,30 +356,46 @@ class PositionAdmin(ReadOnlyAdmin):
     marked = _time_column("marked_at", "marked", ordering="marked_at")
 
 
+ALGO_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+STRATEGY_LIMITS = ("max_order_quantity", "max_order_value", "max_position_quantity", "max_open_positions",
+                   "max_risk_per_trade_percent", "min_reward_risk", "max_daily_loss", "max_drawdown",
+                   "max_position_loss", "price_band_percent", "max_order_to_trade_ratio")  # fmt: skip
+STRATEGY_KITE = ("algo_id", "market_protection", "allow_autoslice")
+MODE_HISTORY_SHOWN = 20
+
+
 class StrategyForm(forms.ModelForm):
-    """A strategy's mode and limits. LIVE is refused in this version; a limit, when set,
-    is above zero (to stop a strategy trading, untick *enabled*)."""
+    """A strategy's limits and Kite settings. Its mode is not here: it changes only on the
+    switch page (``StrategyAdmin.mode_view``). A limit, when set, is above zero (to stop a
+    strategy trading, untick *enabled*)."""
 
     class Meta:
         model = Strategy
-        exclude: list[str] = []
+        fields = ["name", "description", "enabled", "capital", *STRATEGY_LIMITS, *STRATEGY_KITE]
+        labels = {"algo_id": "Exchange algo ID", "allow_autoslice": "Allow autoslice"}
 
-    POSITIVE = ("max_order_quantity", "max_order_value", "max_position_quantity", "max_open_positions",
-                "max_risk_per_trade_percent", "min_reward_risk", "max_daily_loss", "max_drawdown",
-                "max_position_loss", "price_band_percent", "max_order_to_trade_ratio")  # fmt: skip
+    POSITIVE = STRATEGY_LIMITS
     PERCENT = ("max_risk_per_trade_percent", "price_band_percent")
-
-    def clean_mode(self) -> str:
-        mode = self.cleaned_data["mode"]
-        if mode == Mode.LIVE and (self.instance.pk is None or self.instance.mode != Mode.LIVE):
-            raise forms.ValidationError(LIVE_REFUSED)
-        return mode
 
     def clean_capital(self) -> Decimal:
         capital = self.cleaned_data["capital"]
         if capital is not None and capital < 0:
             raise forms.ValidationError("Capital cannot be negative.")
         return capital
+
+    def clean_algo_id(self) -> str:
+        algo_id = (self.cleaned_data.get("algo_id") or "").strip()
+        if algo_id and not ALGO_ID.fullmatch(algo_id):
+            raise forms.ValidationError("The exchange's algo ID: letters, digits, '-' and '_' only.")
+        return algo_id
+
+    def clean_market_protection(self) -> Decimal | None:
+        value = self.cleaned_data.get("market_protection")
+        if value is None or value == -1 or 0 < value <= 100:
+            return value
+        raise forms.ValidationError(
+            "-1 (or blank) for the exchange's automatic protection, or a percent above 0, at most 100."
+        )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -386,28 +412,199 @@ class StrategyForm(forms.ModelForm):
         return data
 
 
+class ModeSwitchForm(forms.Form):
+    """The switch page's form: the strategy's name typed out, and an optional note."""
+
+    mode = forms.ChoiceField(choices=Mode.choices, widget=forms.HiddenInput)
+    confirm_name = forms.CharField(label="Type the strategy's name", max_length=64, required=True)
+    note = forms.CharField(
+        label="Note", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why, for the audit trail (optional).",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, strategy: Strategy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy
+        confirm = self.fields["confirm_name"]
+        confirm.widget.attrs.update({"autocomplete": "off", "spellcheck": "false", "class": "vTextField"})
+        confirm.error_messages["required"] = f"Type the strategy's name, {strategy.name}, to confirm."
+
+    def clean_confirm_name(self) -> str:
+        typed = self.cleaned_data["confirm_name"].strip()
+        if typed != self.strategy.name:
+            raise forms.ValidationError(
+                f"That is not the strategy's name: type {self.strategy.name} to confirm."
+            )
+        return typed
+
+
 @admin.register(Strategy)
 class StrategyAdmin(UsableQueryMixin, admin.ModelAdmin):
     form = StrategyForm
-    list_display = ("name", "mode", "enabled", "capital", "max_daily_loss", "max_drawdown", "max_order_value",
-                    "updated_at")  # fmt: skip
+    list_display = ("name", "mode_listed", "enabled", "capital", "max_daily_loss", "max_drawdown",
+                    "max_order_value", "updated_at")  # fmt: skip
     list_filter = ("mode", "enabled")
     search_fields = ("name",)
     actions = None
-    fieldsets = (
-        (None, {"fields": ("name", "description", "mode", "enabled", "capital")}),
-        ("Risk limits (blank: the global OMS_* setting)", {"fields": (
-            "max_order_quantity", "max_order_value", "max_position_quantity", "max_open_positions",
-            "max_risk_per_trade_percent", "min_reward_risk", "max_daily_loss", "max_drawdown", "max_position_loss",
-            "price_band_percent", "max_order_to_trade_ratio")}),
-    )  # fmt: skip
+    change_form_template = "admin/oms/strategy/change_form.html"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        head = ("name", "description", "mode_shown", "enabled", "capital") if obj else (
+            "name", "description", "enabled", "capital")  # fmt: skip
+        fieldsets: list[Any] = [
+            (None, {"fields": head}),
+            ("Risk limits (blank: the global OMS_* setting)", {"fields": STRATEGY_LIMITS}),
+            ("Kite (LIVE orders)", {"fields": STRATEGY_KITE}),
+        ]
+        if obj is not None:
+            fieldsets.append(("Mode changes (PAPER / LIVE)", {"fields": ("mode_history",)}))
+        return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # API users and the audit trail name a strategy: its name stays what it was created with.
-        return ("name",) if obj is not None else ()
+        return ("name", "mode_shown", "mode_history") if obj is not None else ()
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # orders keep pointing at their strategy
+
+    @admin.display(description="mode", ordering="mode")
+    def mode_listed(self, strategy: Strategy) -> str:
+        return (
+            format_html("<strong>{}</strong>", strategy.mode) if strategy.mode == Mode.LIVE else strategy.mode
+        )
+
+    @admin.display(description="mode")
+    def mode_shown(self, strategy: Strategy) -> str:
+        if strategy.mode == Mode.LIVE:
+            return mark_safe("<strong>LIVE</strong>: its orders go to Kite, with real money.")  # noqa: S308 - a constant
+        return "PAPER: its orders are filled by the paper broker (simulated); nothing reaches an exchange."
+
+    @admin.display(description="latest")
+    def mode_history(self, strategy: Strategy) -> str:
+        changes = list(strategy.mode_changes.order_by("-at", "-id")[:MODE_HISTORY_SHOWN])
+        if not changes:
+            return "Never switched: it has been PAPER since it was created."
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+            ((_when(c.at), c.old_mode, c.new_mode, c.by_username, c.note or "-") for c in changes),
+        )  # fmt: skip
+        everything = (
+            reverse("admin:oms_strategymodechange_changelist") + f"?strategy__id__exact={strategy.pk}"
+        )
+        return format_html(
+            '<table id="mode-history"><thead><tr><th>at (IST)</th><th>switch</th><th>by</th><th>note</th></tr>'
+            '</thead><tbody>{}</tbody></table><p><a href="{}">All mode changes of {}</a></p>',
+            rows, everything, strategy.name,
+        )  # fmt: skip
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:  # fmt: skip
+        extra_context = {**(extra_context or {}), "can_switch_mode": request.user.has_perm(MODE_PERMISSION)}
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+    def get_urls(self) -> list[Any]:
+        switch = path(
+            "<path:object_id>/mode/", self.admin_site.admin_view(self.mode_view), name="oms_strategy_mode"
+        )
+        return [switch, *super().get_urls()]
+
+    def mode_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The confirmation page of a switch between PAPER and LIVE: what the strategy is and
+        may do, what the switch means, what stands in its way, and the name typed to confirm."""
+        if not request.user.has_perm(MODE_PERMISSION):
+            raise PermissionDenied
+        strategy = self.get_object(request, unquote(object_id))
+        if strategy is None:
+            raise Http404("No such strategy.")
+        target = Mode.PAPER if strategy.mode == Mode.LIVE else Mode.LIVE
+        form = ModeSwitchForm(request.POST or None, strategy=strategy, initial={"mode": target})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                change = strategy_mode_set(strategy_id=strategy.pk, mode=data["mode"], by=request.user,
+                                           confirmation=data["confirm_name"], note=data["note"])  # fmt: skip
+            except ModeSwitchRefused as refused:
+                strategy.refresh_from_db()
+                if strategy.mode == data["mode"]:  # switched by someone else since the page was shown
+                    self.message_user(request, " ".join(refused.reasons) + " Review the page again.",
+                                      messages.WARNING)  # fmt: skip
+                    return HttpResponseRedirect(request.path)
+                shown = strategy_mode_problems(strategy=strategy, mode=target)  # listed on the page anyway
+                for reason in refused.reasons:
+                    if reason not in shown:
+                        form.add_error(None, reason)
+            else:
+                text = f"Switched from {change.old_mode} to {change.new_mode} on the confirmation page."
+                self.log_change(request, strategy, text)
+                level = messages.WARNING if change.new_mode == Mode.LIVE else messages.SUCCESS
+                self.message_user(request, f"Strategy {strategy.name} is now {change.new_mode}.", level)
+                return HttpResponseRedirect(reverse("admin:oms_strategy_change", args=[strategy.pk]))
+        context = {
+            **self.admin_site.each_context(request), "title": f"Switch strategy {strategy.name} to {target}",
+            "opts": self.opts, "original": strategy, "strategy": strategy, "target": target, "form": form,
+            "problems": strategy_mode_problems(strategy=strategy, mode=target),
+            "limits": strategy_limits_shown(strategy),
+            "market_protection": market_protection_shown(strategy.market_protection),
+            "capital": amount_shown(strategy.capital),
+        }  # fmt: skip
+        return TemplateResponse(request, "admin/oms/strategy/mode.html", context)
+
+
+@admin.register(StrategyModeChange)
+class StrategyModeChangeAdmin(ReadOnlyAdmin):
+    """The audit trail of PAPER / LIVE switches (written only by ``oms.strategy_mode``)."""
+
+    list_display = ("when", "strategy", "old_mode", "new_mode", "by_username", "note")
+    list_filter = ("new_mode", "strategy")
+    list_select_related = ("strategy",)
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in StrategyModeChange._meta.fields]
+
+    when = _time_column("at", "at (IST)", ordering="at")
+
+
+class FreezeLimitForm(forms.ModelForm):
+    exchange = forms.ChoiceField(choices=[(code, label) for code, label in FREEZE_EXCHANGES.items()])
+
+    class Meta:
+        model = FreezeLimit
+        fields = ("exchange", "underlying", "freeze_quantity")
+
+    def clean_underlying(self) -> str:
+        underlying = self.cleaned_data["underlying"].strip().upper()
+        if not UNDERLYING_PATTERN.fullmatch(underlying):
+            raise forms.ValidationError(
+                "The underlying as the instrument dump's name has it (NIFTY, BANKNIFTY, M&M): letters, digits, "
+                "'&', '-', '_' and '.'."
+            )
+        return underlying
+
+    def clean_freeze_quantity(self) -> int:
+        quantity = self.cleaned_data["freeze_quantity"]
+        if quantity < 1:
+            raise forms.ValidationError("At least 1 (units per order, not lots).")
+        return quantity
+
+
+@admin.register(FreezeLimit)
+class FreezeLimitAdmin(UsableQueryMixin, admin.ModelAdmin):
+    """The exchanges' freeze quantities: an F&O order above its underlying's is refused with
+    the limit named, or sliced by Kite when the strategy allows autoslice. Seeded with the
+    published index values; ``manage.py freeze_limits`` loads NSE's file; staff with the
+    model permissions edit rows here."""
+
+    form = FreezeLimitForm
+    list_display = ("underlying", "exchange", "freeze_quantity", "source", "updated")
+    list_filter = ("exchange", "source")
+    search_fields = ("underlying",)
+    ordering = ("exchange", "underlying")
+    list_per_page = 200
+
+    updated = _time_column("updated_at", "updated (IST)", ordering="updated_at")
+
+    def save_model(self, request: HttpRequest, obj: FreezeLimit, form: Any, change: bool) -> None:
+        obj.source = "admin"
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(StrategyAccess)
@@ -568,3 +765,6 @@ class KillSwitchEventAdmin(ReadOnlyAdmin):
             "open_positions": Position.objects.exclude(quantity=0).count(),
         }  # fmt: skip
         return TemplateResponse(request, "admin/oms/killswitchevent/operate.html", context)
+
+
+from oms import reconciliation_admin  # noqa: E402,F401

@@ -20,6 +20,12 @@ the server stops) or ``drop`` (the connection closed without an answer); with
 ``accept=True`` the request is carried out first (the order exists at Kite, the client
 never hears).
 
+For reconciliation: ``place_direct`` puts an order in the book as Kite's web or another app
+would (no tag of ours), ``amend`` moves any field of an order's latest row,
+``hide_trades`` keeps an order's trades out of the trade book for a while (Kite's trade
+book lags its order book; the positions count them), and ``adjust_position`` makes a
+position row say something else than the trades add up to.
+
     with FakeKite() as kite:
         settings.KITE_API_URL = kite.url
         ...
@@ -141,6 +147,8 @@ class FakeKite:
         self.calls: list[Call] = []
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._trades: list[dict[str, Any]] = []
+        self._hidden: set[str] = set()  # order ids whose trades the trade book does not show yet
+        self._position_changes: dict[tuple[str, str], dict[str, Any]] = {}
         self._failures: list[Failure] = []
         self._request_tokens: set[str] = set()
         self._ids = itertools.count(1)
@@ -216,6 +224,36 @@ class FakeKite:
         """Move an order to ``status`` (e.g. REJECTED by Kite's risk checks after placement)."""
         with self._lock:
             self._snapshot(order_id, status=status, status_message=message)
+
+    def place_direct(self, *, exchange: str, tradingsymbol: str, transaction_type: str, quantity: int,
+                     product: str = "MIS", order_type: str = "MARKET", price: Decimal | str = "0",
+                     tag: str | None = None) -> str:  # fmt: skip
+        """An order placed at Kite outside the portal (Kite's web, another app): no tag of
+        ours unless ``tag`` is given. MARKET orders fill at once, as ``place`` does."""
+        params = {
+            "variety": "regular", "exchange": exchange, "tradingsymbol": tradingsymbol,
+            "transaction_type": transaction_type, "quantity": int(quantity), "product": product,
+            "order_type": order_type, "price": Decimal(price), "trigger_price": Decimal(0), "validity": "DAY",
+            "validity_ttl": 0, "market_protection": Decimal(-1), "tag": tag, "algo_id": None,
+        }  # fmt: skip
+        with self._lock:
+            return self._new_order(params, tags=[tag] if tag else [])
+
+    def amend(self, order_id: str, **changes: Any) -> None:
+        """Move any field of an order's latest row (a new snapshot), e.g. ``filled_quantity``."""
+        with self._lock:
+            self._snapshot(order_id, **changes)
+
+    def hide_trades(self, order_id: str, hidden: bool = True) -> None:
+        """Keep ``order_id``'s trades out of the trade book (``hidden=False`` shows them again)."""
+        with self._lock:
+            (self._hidden.add if hidden else self._hidden.discard)(order_id)
+
+    def adjust_position(self, key: str, product: str, **fields: Any) -> None:
+        """Make the net position row of ``key`` (``exchange:symbol``) and ``product`` say
+        ``fields`` (e.g. another ``average_price``) instead of what its trades add up to."""
+        with self._lock:
+            self._position_changes[(key, product)] = dict(fields)
 
     def order(self, order_id: str) -> dict[str, Any]:
         with self._lock:
@@ -310,12 +348,14 @@ class FakeKite:
         if (method, path) == ("GET", "/orders"):
             return [dict(history[-1]) for history in self._history.values()]
         if (method, path) == ("GET", "/trades"):
-            return [dict(trade) for trade in self._trades]
+            return [dict(trade) for trade in self._trades if trade["order_id"] not in self._hidden]
         if (method, path) == ("GET", "/portfolio/positions"):
             return self._positions()
         if method == "GET" and (match := re.fullmatch(r"/orders/([^/]+)/trades", path)):
             self._known(match[1])
-            return [dict(t) for t in self._trades if t["order_id"] == match[1]]
+            return [
+                dict(t) for t in self._trades if t["order_id"] == match[1] and match[1] not in self._hidden
+            ]
         if method == "GET" and (match := re.fullmatch(r"/orders/([^/]+)", path)):
             return [dict(row) for row in self._known(match[1])]
         if method == "POST" and (match := re.fullmatch(r"/orders/([a-z]+)", path)):
@@ -552,6 +592,10 @@ class FakeKite:
                 "day_buy_quantity": buy_q, "day_buy_price": buy_p, "day_buy_value": buy_v,
                 "day_sell_quantity": sell_q, "day_sell_price": sell_p, "day_sell_value": sell_v,
             })  # fmt: skip
+        for row in rows:
+            row.update(
+                self._position_changes.get((f"{row['exchange']}:{row['tradingsymbol']}", row["product"]), {})
+            )
         return {"net": rows, "day": [dict(row) for row in rows]}
 
 
