@@ -43,6 +43,8 @@ def _daily_time(value: str, setting: str) -> time:
 def planned_schedules() -> list[Planned]:
     from django_q.models import Schedule
 
+    from oms.endofday import square_off_times
+
     return [
         Planned(
             name="instruments: daily sync",
@@ -71,6 +73,31 @@ def planned_schedules() -> list[Planned]:
             func="alerts.tasks.alerts_retry_task",
             schedule_type=Schedule.MINUTES,
             minutes=1,
+        ),
+        # Every RECONCILE_SECONDS: django-q2 fires a schedule at most once a minute, so the
+        # task runs the minute's runs that far apart (oms.reconciliation.reconciliation_scheduled).
+        Planned(
+            name="oms: reconciliation",
+            func="oms.tasks.reconciliation_task",
+            schedule_type=Schedule.MINUTES,
+            minutes=max(1, settings.RECONCILE_SECONDS // 60),
+        ),
+        # After the close, on weekdays (the task skips the rest): each strategy's day closed.
+        Planned(
+            name="oms: end of day",
+            func="oms.tasks.end_of_day_task",
+            schedule_type=Schedule.DAILY,
+            at=_daily_time(settings.EOD_STATS_AT, "EOD_STATS_AT"),
+        ),
+        # One per distinct square-off time; each pass squares off every exchange due by then.
+        *(
+            Planned(
+                name=f"oms: MIS square-off {at:%H:%M}",
+                func="oms.tasks.mis_square_off_task",
+                schedule_type=Schedule.DAILY,
+                at=at,
+            )
+            for at in square_off_times()
         ),
     ]
 

@@ -436,6 +436,26 @@ OMS_RUNAWAY_REFUSALS_PER_MINUTE = env.int("OMS_RUNAWAY_REFUSALS_PER_MINUTE", def
 OMS_RISK_MONITOR_SECONDS = env.float("OMS_RISK_MONITOR_SECONDS", default=2.0)
 OMS_AUTO_SQUARE_OFF = env.bool("OMS_AUTO_SQUARE_OFF", default=False)
 
+# --- reconciliation with Kite (oms/reconciliation/) -----------------------------------------
+# A run every RECONCILE_SECONDS: django-q2's scheduler fires a schedule at most once a
+# minute, so below a minute the once-a-minute task runs 60 / RECONCILE_SECONDS runs that far
+# apart (10, 12, 15, 20 or 30), above it the schedule runs every RECONCILE_SECONDS / 60
+# minutes. A position's average price differing from ours by at most
+# RECONCILE_AVERAGE_TOLERANCE rupees is the same; runs without issues are kept
+# RECONCILE_KEEP_DAYS days.
+RECONCILE_SECONDS = env.int("RECONCILE_SECONDS", default=30)
+if not (10 <= RECONCILE_SECONDS < 60 and 60 % RECONCILE_SECONDS == 0) and not (
+    RECONCILE_SECONDS >= 60 and RECONCILE_SECONDS % 60 == 0
+):
+    raise ImproperlyConfigured(
+        f"RECONCILE_SECONDS={RECONCILE_SECONDS} must be 10, 12, 15, 20 or 30, or whole minutes (60, 120, ...): "
+        "django-q2 fires a schedule at most once a minute, and the task runs the rest of the minute's runs."
+    )
+RECONCILE_AVERAGE_TOLERANCE = _decimal("RECONCILE_AVERAGE_TOLERANCE", "0.01")
+RECONCILE_KEEP_DAYS = env.int("RECONCILE_KEEP_DAYS", default=30)
+if RECONCILE_KEEP_DAYS < 1:
+    raise ImproperlyConfigured("RECONCILE_KEEP_DAYS must be at least 1 (days).")
+
 # --- charges (brokerage, STT, exchange, SEBI, stamp duty, GST: net P&L) --------------------
 # Zerodha's published schedule (oms/charges/schedule.py), with a desk's overrides
 # merged key by key: a JSON file at CHARGES_SCHEDULE_FILE, then JSON text in CHARGES_SCHEDULE,
@@ -444,6 +464,58 @@ from oms.charges.schedule import schedule_load  # noqa: E402  (plain Python: no 
 
 CHARGES_SCHEDULE_FILE = env.str("CHARGES_SCHEDULE_FILE", default="")
 CHARGES_SCHEDULE = schedule_load(file=CHARGES_SCHEDULE_FILE, text=env.str("CHARGES_SCHEDULE", default=""))
+
+
+# --- end of day and MIS square-off (times HH:MM, Asia/Kolkata; trading days are weekdays) -------
+# EOD_STATS_AT closes each strategy's day (oms/endofday.py): after the last session the desk
+# trades (a currency desk 17:15); a day changed after its close is closed again on the next run.
+# Open MIS positions are squared off by market orders at MIS_SQUARE_OFF_AT, or at their exchange's
+# time in MIS_SQUARE_OFF_TIMES ("CDS=16:30,MCX=22:50", merged over the defaults), each before the
+# broker's own auto square-off (MIS_BROKER_SQUARE_OFF_TIMES: Zerodha's published times; Rs 50 + GST
+# an order). A refused square-off is retried for MIS_SQUARE_OFF_RETRY_SECONDS, and alerted.
+def _clock(name: str, raw: str) -> str:
+    text = raw.strip()
+    try:
+        valid = len(text) == 5 and time.fromisoformat(text).strftime("%H:%M") == text
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a time of day; use HH:MM (Asia/Kolkata), e.g. 15:15."
+        )
+    return text
+
+
+def _clock_table(name: str, defaults: dict[str, str]) -> dict[str, str]:
+    table = dict(defaults)
+    for part in filter(None, (p.strip() for p in env.str(name, default="").split(","))):
+        exchange, _, at = part.partition("=")
+        if not exchange.strip().isalnum():
+            raise ImproperlyConfigured(f"{name}: {part!r} is not EXCHANGE=HH:MM, e.g. CDS=16:30.")
+        table[exchange.strip().upper()] = _clock(f"{name} ({exchange.strip()})", at)
+    return table
+
+
+EOD_STATS_AT = _clock("EOD_STATS_AT", env.str("EOD_STATS_AT", default="15:45"))
+MIS_SQUARE_OFF_AT = _clock("MIS_SQUARE_OFF_AT", env.str("MIS_SQUARE_OFF_AT", default="15:15"))
+MIS_SQUARE_OFF_TIMES = _clock_table("MIS_SQUARE_OFF_TIMES", {"CDS": "16:30", "BCD": "16:30", "MCX": "22:50"})
+# MCX: 25 minutes before its close, 23:30 in the US summer (23:55 in winter).
+MIS_BROKER_SQUARE_OFF_TIMES = _clock_table("MIS_BROKER_SQUARE_OFF_TIMES", {
+    "NSE": "15:20", "BSE": "15:20", "NFO": "15:25", "BFO": "15:25",
+    "CDS": "16:45", "BCD": "16:45", "MCX": "23:05",
+})  # fmt: skip
+for _exchange, _broker_at in MIS_BROKER_SQUARE_OFF_TIMES.items():
+    _ours = MIS_SQUARE_OFF_TIMES.get(_exchange, MIS_SQUARE_OFF_AT)
+    if _ours >= _broker_at:  # HH:MM compares as the time it is
+        raise ImproperlyConfigured(
+            f"The MIS square-off of {_exchange} at {_ours} is not before the broker's own at {_broker_at}: "
+            f"set MIS_SQUARE_OFF_TIMES={_exchange}=HH:MM (or MIS_SQUARE_OFF_AT) earlier."
+        )
+MIS_SQUARE_OFF_RETRY_SECONDS = env.float("MIS_SQUARE_OFF_RETRY_SECONDS", default=60.0)
+if not 0 <= MIS_SQUARE_OFF_RETRY_SECONDS <= 240:
+    raise ImproperlyConfigured(
+        "MIS_SQUARE_OFF_RETRY_SECONDS must be 0 to 240 (the broker squares off minutes after)."
+    )
 
 # --- instrument master ----------------------------------------------------------------
 UPSTOX_INSTRUMENTS_URL = env.str(
