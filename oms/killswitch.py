@@ -251,38 +251,83 @@ def position_square_off(*, position: Position, source: str, key: str) -> Order |
     """A MARKET order that flattens ``position`` (let through a kill switch: it reduces),
     after cancelling the position's own working orders: a resting target or stop left
     behind would reopen it. None when nothing was placed (no position, or a square-off
-    already working)."""
-    from oms.risk import OrderRequest
-    from oms.services import OrderError, order_cancel, order_place
+    already working: the kill switch's, the risk monitor's or the MIS square-off's).
+
+    The square-off is checked first by the rules it must pass (but the order rate, which
+    counts it): refused there (no live price), it is recorded refused and the position's
+    orders are left working, so a square-off that cannot go out never leaves the position
+    without its stop. When the broker rejects it after the cancels, that is said on the
+    order (the caller alerts)."""
+    from oms.live import SQUARE_OFF_SOURCES
+    from oms.risk import square_off_precheck
+    from oms.services import OrderError, order_cancel, order_place, risk_context
 
     if position.quantity == 0:
         return None
-    working = Order.objects.filter(
-        strategy_id=position.strategy_id, instrument_id=position.instrument_id, product=position.product,
-        status__in=sorted(order_state.WORKING | order_state.PENDING),
-    ).order_by("pk")  # fmt: skip
-    for order in working:
-        if order.source in ("kill_switch", "risk_monitor") and order.order_type == "MARKET":
-            return square_off_kept_up(order)  # a square-off is already on its way
-        try:
-            order_cancel(
-                order_id=order.pk, user=None, source=source, reason=f"square-off of position {position.pk}"
-            )
-        except OrderError:
-            logger.exception("square-off of position %s could not cancel order %s", position.pk, order.pk)
-    position.refresh_from_db(fields=["quantity"])
-    if position.quantity == 0:
-        return None
-    request = OrderRequest(
-        transaction_type="SELL" if position.quantity > 0 else "BUY", quantity=abs(position.quantity),
-        product=position.product, order_type="MARKET",
+    working = list(
+        Order.objects.filter(
+            strategy_id=position.strategy_id, instrument_id=position.instrument_id, product=position.product,
+            status__in=sorted(order_state.WORKING | order_state.PENDING),
+        ).order_by("pk")
     )  # fmt: skip
+    for order in working:
+        if order.placed_by_id is None and order.source in SQUARE_OFF_SOURCES and order.order_type == "MARKET":
+            return square_off_kept_up(order)  # a square-off is already on its way
+    request = _square_off_request(position)
+    refused = square_off_precheck(
+        risk_context(
+            strategy=position.strategy, instrument=position.instrument, request=request, square_off=True
+        )
+    )
+    cancelled = []
+    if refused is None:
+        for order in working:
+            try:
+                order_cancel(
+                    order_id=order.pk,
+                    user=None,
+                    source=source,
+                    reason=f"square-off of position {position.pk}",
+                )
+                cancelled.append(order.pk)
+            except OrderError:
+                logger.exception("square-off of position %s could not cancel order %s", position.pk, order.pk)
+        position.refresh_from_db(fields=["quantity"])
+        if position.quantity == 0:
+            return None
+        request = _square_off_request(position)
+    else:
+        logger.warning("square-off of position %s refused (%s): its %s working orders are kept", position.pk,
+                       refused.rule, len(working))  # fmt: skip
     try:
         result = order_place(
             request=request, user=None, idempotency_key=f"{key}-{position.pk}", strategy_name=position.strategy.name,
-            instrument=position.instrument, source=source, square_off=True,
+            instrument=position.instrument, source=source, square_off=True, refused=refused,
         )  # fmt: skip
     except OrderError:
         logger.exception("could not square off position %s", position.pk)
         return None
-    return result.order
+    order = result.order
+    if cancelled and order.status == order_state.REJECTED:
+        logger.error("square-off order %s of position %s rejected after its orders %s were cancelled: the position "
+                     "is open without them", order.pk, position.pk, cancelled)  # fmt: skip
+        _note(order, f"rejected after the position's working orders {', '.join(f'#{pk}' for pk in cancelled)} were "
+                     "cancelled: the position is open without them (no stop); act on it at the broker")  # fmt: skip
+    return order
+
+
+def _square_off_request(position: Position) -> Any:
+    from oms.risk import OrderRequest
+
+    return OrderRequest(
+        transaction_type="SELL" if position.quantity > 0 else "BUY", quantity=abs(position.quantity),
+        product=position.product, order_type="MARKET",
+    )  # fmt: skip
+
+
+def _note(order: Order, message: str) -> None:
+    from oms.models import OrderEvent
+
+    OrderEvent.objects.create(order=order, broker_order_id=order.broker_order_id or "", at=timezone.now(),
+                              kind=OrderEvent.Kind.WARNING, source=OrderEvent.Source.SYSTEM, actor=order.source,
+                              old_status=order.status, new_status=order.status, message=message)  # fmt: skip

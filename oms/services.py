@@ -308,11 +308,13 @@ def _replay(*, user: Any, key: str, fingerprint: Callable[[], str]) -> Order | N
 
 def order_place(*, request: OrderRequest, user: Any, idempotency_key: str, strategy_name: str | None = None,
                 instrument_token: int | None = None, exchange: str = "", tradingsymbol: str = "",
-                instrument: Instrument | None = None, source: str = "api",
-                square_off: bool = False) -> PlaceResult:  # fmt: skip
+                instrument: Instrument | None = None, source: str = "api", square_off: bool = False,
+                refused: Refusal | None = None) -> PlaceResult:  # fmt: skip
     """Check and place one order; see the module docstring. ``instrument``: the exact
     contract, instead of naming one (a square-off trades the position's own contract, never
-    the one its token names now: Kite reuses tokens)."""
+    the one its token names now: Kite reuses tokens). ``refused``: a refusal the caller has
+    decided already (a square-off refused before it cancelled the position's orders): the
+    order is recorded ``RISK REJECTED`` with it, nothing else checked, never sent."""
     _checked(request)
     if instrument is None:
         instrument = instrument_for(
@@ -341,7 +343,7 @@ def order_place(*, request: OrderRequest, user: Any, idempotency_key: str, strat
             stats = _day_stats(strategy)
             ctx = risk_context(strategy=strategy, instrument=instrument, request=request, square_off=square_off,
                                stats=stats)  # fmt: skip
-            refusal = risk_check(ctx)
+            refusal = refused or risk_check(ctx)
             order = _order_row(strategy=strategy, instrument=instrument, request=request, user=user, source=source,
                                idempotency_key=idempotency_key, fingerprint=fingerprint, refusal=refusal)  # fmt: skip
             events = _placement_events(

@@ -41,6 +41,9 @@ RULE_NAMES = [name for name, _ in RULES]
 # limits and the switch itself must never stop the desk from flattening (above the freeze
 # quantity, a LIVE square-off goes out sliced by Kite).
 SQUARE_OFF_RULES = {"instrument", "lot_size", "no_live_price", "rate_limit"}
+# What a square-off is checked by before it cancels the position's own orders (its stop): all
+# of the above but the rate, which counts the order (it is checked, and counted, when placed).
+SQUARE_OFF_PRECHECK_RULES = SQUARE_OFF_RULES - {"rate_limit"}
 
 
 @dataclass(frozen=True)
@@ -60,4 +63,25 @@ def risk_check(ctx: RiskContext) -> Refusal | None:
     return None
 
 
-__all__ = ["RULES", "RULE_NAMES", "Limits", "OrderRequest", "Refusal", "RiskContext", "risk_check"]
+def square_off_precheck(ctx: RiskContext) -> Refusal | None:
+    """The refusal a square-off would meet for anything but the order rate, with nothing
+    counted: asked before the position's own orders are cancelled, so a square-off that
+    cannot go out (no live price) never leaves the position without its stop."""
+    for name, rule in RULES:
+        if name in SQUARE_OFF_PRECHECK_RULES:
+            detail = rule(ctx)
+            if detail is not None:
+                return Refusal(rule=name, detail=detail)
+    return None
+
+
+__all__ = [
+    "RULES",
+    "RULE_NAMES",
+    "Limits",
+    "OrderRequest",
+    "Refusal",
+    "RiskContext",
+    "risk_check",
+    "square_off_precheck",
+]

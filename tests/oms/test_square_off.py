@@ -106,3 +106,43 @@ def test_engaging_waits_for_a_placement_already_past_its_checks(reliance, trader
     switch.join(30)
     order = Order.objects.get(pk=outcome["order"].pk)
     assert order.status == state.CANCELLED
+
+
+def test_a_square_off_that_cannot_go_out_keeps_the_positions_stop(reliance, trader):
+    """No live price: the square-off is refused before anything is cancelled, so the
+    position is never left open without its stop."""
+    from ingestion.latest import latest_discard
+
+    price(reliance.instrument_token, "100.00")
+    place(reliance, user=trader, quantity=10)
+    stop = place(reliance, user=trader, order_type="SL-M", trigger_price="95.00", quantity=10,
+                 transaction_type="SELL").order  # fmt: skip
+    latest_discard([reliance.instrument_token])
+
+    kill_switch_set(state="HALTED", by=trader, reason="flatten", square_off=True)
+
+    stop.refresh_from_db()
+    assert stop.status == state.TRIGGER_PENDING
+    refused = Order.objects.get(source="kill_switch")
+    assert refused.status == state.RISK_REJECTED and refused.risk_rule == "no_live_price"
+    assert Position.objects.get(instrument=reliance).quantity == 10
+
+
+@pytest.mark.parametrize("source", ["mis_square_off", "risk_monitor", "kill_switch"])
+def test_a_square_off_on_its_way_is_not_cancelled_nor_doubled(reliance, trader, manual, source):
+    """Any system square-off already working (the MIS square-off's too) is the one: another
+    square-off neither cancels it nor sends a second (both filling would reverse the position)."""
+    price(reliance.instrument_token, "100.00")
+    place(reliance, user=trader, quantity=10)
+    now = timezone.now()
+    on_its_way = Order.objects.create(
+        strategy=manual, instrument=reliance, exchange="NSE", tradingsymbol="RELIANCE", instrument_token=738561,
+        transaction_type="SELL", quantity=10, product="MIS", order_type="MARKET", status=state.OPEN, source=source,
+        idempotency_key=f"{source}-on-its-way", pending_quantity=10, placed_at=now, updated_at=now,
+    )  # fmt: skip
+
+    kill_switch_set(state="HALTED", by=trader, reason="flatten", square_off=True)
+
+    on_its_way.refresh_from_db()
+    assert on_its_way.status == state.OPEN
+    assert Order.objects.filter(transaction_type="SELL").count() == 1
