@@ -12,6 +12,10 @@ dead socket neither piles up threads nor takes threads from the rest of the web 
   balancer must not take every web process out of service because the worker or the feed
   is down): ``worker`` (``tradingportal.worker.worker_liveness``: does the django-q2
   cluster really run tasks) and ``ingestion`` (the feed's heartbeat).
+- **kite** (a section of its own, not a check): the Kite session's state (``valid``,
+  ``bootstrap``, ``login_needed``, ``not_configured``), user, expiry and detail, never the
+  token. It changes neither the code nor ``status``: a login needed is the desk's to act on
+  (the dashboard, the admin and an alert say so), not a reason to take the portal out of service.
 
 A failing check is logged once, then at most once a minute while it keeps failing, then
 once when it recovers. Errors pass through ``redact``.
@@ -41,7 +45,7 @@ Check = dict[str, Any]
 REQUIRED = ("database", "cache", "channel_layer")
 INFORMATIONAL = ("worker", "ingestion")
 
-_pool = ThreadPoolExecutor(max_workers=len(REQUIRED) + len(INFORMATIONAL), thread_name_prefix="healthz")
+_pool = ThreadPoolExecutor(max_workers=len(REQUIRED) + len(INFORMATIONAL) + 1, thread_name_prefix="healthz")
 _in_flight: dict[str, Future[Check]] = {}
 _failures: dict[str, RepeatedFailure] = {}
 
@@ -112,6 +116,30 @@ def ingestion_check() -> Check:
     return {"status": status}
 
 
+def kite_session_section() -> dict[str, Any]:
+    """The Kite session for ``/healthz`` (``kitesession.store.session_state``): never the token."""
+    from kitesession.store import session_state
+
+    try:
+        body = session_state(with_version=False).as_dict()
+    finally:
+        connection.close()  # no connection kept open in a side thread
+    body.pop("version", None)
+    return body
+
+
+async def _kite_section() -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(_in_thread("kite", kite_session_section), settings.HEALTH_CHECK_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - unknown, said so; it never changes the code
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {settings.HEALTH_CHECK_TIMEOUT:g}s"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        detail = redact(f"the Kite session could not be read: {reason}")[:300]
+        return {"state": "unknown", "user_id": "", "expires_at": None, "detail": detail}
+
+
 def _in_thread(name: str, check: Callable[[], Check]) -> Awaitable[Check]:
     future = _in_flight.get(name)
     if future is None or future.done():  # a check still stuck from an earlier call is awaited, not doubled
@@ -148,8 +176,10 @@ async def health_report() -> dict[str, Any]:
         _run("channel_layer", channel_layer_check()),
         _run("worker", _in_thread("worker", worker_check)),
         _run("ingestion", _in_thread("ingestion", ingestion_check)),
+        _kite_section(),
     )
-    checks = dict(zip(names, results, strict=True))
+    *checked, kite = results
+    checks = dict(zip(names, checked, strict=True))
     ok = all(checks[name]["ok"] for name in REQUIRED)
     degraded = not all(checks[name]["ok"] for name in INFORMATIONAL)
     feed = checks["ingestion"].pop("status", None) or {"running": False}
@@ -158,6 +188,7 @@ async def health_report() -> dict[str, Any]:
         "status": "failing" if not ok else "degraded" if degraded else "ok",
         "checks": checks,
         "ingestion": feed,
+        "kite": kite,
     }
 
 

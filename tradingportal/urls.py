@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from ingestion.views import LatestTicksView, dashboard
 from tradingportal import views
+from tradingportal.metrics.views import metrics
 
 admin.site.site_header = "Kite Trading Desk"
 admin.site.site_title = "Kite Trading Desk"
@@ -23,10 +24,12 @@ api_docs = login_required(
 urlpatterns = [
     path("", dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("favicon.ico", RedirectView.as_view(url=static("tradingportal/favicon.ico")), name="favicon"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("kite/", include("kitesession.urls")),
     path("api/ticks/latest/", LatestTicksView.as_view(), name="ticks-latest"),
     path("api/", include("oms.api.urls")),
     path("api/", include("instruments.api.urls")),

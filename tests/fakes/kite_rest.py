@@ -20,6 +20,12 @@ the server stops) or ``drop`` (the connection closed without an answer); with
 ``accept=True`` the request is carried out first (the order exists at Kite, the client
 never hears).
 
+The session: ``POST /session/token`` exchanges a request token (``issue_request_token``,
+or the login page of ``tests/fakes/kite_login.py``) checked against Kite's checksum
+``sha256(api_key + request_token + api_secret)`` for a new access token it then accepts;
+``DELETE /session/token`` invalidates one; ``GET /user/profile`` names ``user_id``.
+``rollover`` kills every live token (each then gets ``403 TokenException`` "rollover").
+
 For reconciliation: ``place_direct`` puts an order in the book as Kite's web or another app
 would (no tag of ours), ``amend`` moves any field of an order's latest row,
 ``hide_trades`` keeps an order's trades out of the trade book for a while (Kite's trade
@@ -136,6 +142,8 @@ class FakeKite:
     api_key: str = "kite-test-key"
     api_secret: str = "kite-test-secret"
     access_token: str = "kite-test-token-1"
+    user_id: str = "XX0000"  # whose session ``POST /session/token`` hands out (``GET /user/profile``)
+    user_name: str = "Kite Connect"
     prices: dict[str, Decimal] = field(default_factory=dict)  # "NSE:INFY" -> the MARKET fill price
     instrument_tokens: dict[str, int] = field(default_factory=dict)  # "NSE:INFY" -> instrument_token
     freeze: dict[str, int] = field(default_factory=dict)  # "NFO:NIFTY..." -> freeze quantity (autoslice)
@@ -144,6 +152,7 @@ class FakeKite:
 
     def __post_init__(self) -> None:
         self.tokens = {self.access_token}
+        self._rolled_over: dict[str, str] = {}  # token -> the TokenException message it now gets
         self.calls: list[Call] = []
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._trades: list[dict[str, Any]] = []
@@ -211,6 +220,19 @@ class FakeKite:
         """Expire ``access_token`` (Kite's morning rollover)."""
         with self._lock:
             self.tokens.discard(access_token)
+
+    def rollover(self, message: str = "rollover") -> set[str]:
+        """Kite's morning: every live token dies; each then gets ``403 TokenException`` with
+        ``message``. Returns the tokens that died. A login (``POST /session/token``) after
+        it hands out a new token that works."""
+        with self._lock:
+            dead, self.tokens = set(self.tokens), set()
+            self._rolled_over.update(dict.fromkeys(dead, message))
+            return dead
+
+    def sessions_issued(self) -> list[Call]:
+        """Every exchange of a request token (``POST /session/token``), refused or not."""
+        return self.calls_to("POST", "/session/token")
 
     def fill(self, order_id: str, *, quantity: int | None = None, price: Decimal | str | None = None) -> str:
         """Fill ``quantity`` (default: all that is pending) of a working order at ``price``
@@ -345,6 +367,8 @@ class FakeKite:
         if (method, path) == ("DELETE", "/session/token"):
             self.tokens.discard(query.get("access_token", ""))
             return True
+        if (method, path) == ("GET", "/user/profile"):
+            return self._profile()
         if (method, path) == ("GET", "/orders"):
             return [dict(history[-1]) for history in self._history.values()]
         if (method, path) == ("GET", "/trades"):
@@ -369,6 +393,8 @@ class FakeKite:
     def _authorise(self, header: str) -> None:
         scheme, _, credentials = header.partition(" ")
         api_key, _, token = credentials.partition(":")
+        if scheme == "token" and api_key == self.api_key and token in self._rolled_over:
+            raise KiteError(403, "TokenException", self._rolled_over[token])
         if scheme != "token" or api_key != self.api_key or token not in self.tokens:
             raise KiteError(403, "TokenException", "Incorrect `api_key` or `access_token`.")
 
@@ -385,12 +411,18 @@ class FakeKite:
         access_token = secrets.token_hex(16)
         self.tokens.add(access_token)
         return {
-            "user_type": "individual", "email": "desk@example.com", "user_name": "Kite Connect",
-            "user_shortname": "Connect", "broker": "ZERODHA", "exchanges": ["NSE", "NFO", "BSE", "CDS", "MCX"],
-            "products": ["CNC", "NRML", "MIS"], "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "avatar_url": None,
-            "user_id": "XX0000", "api_key": self.api_key, "access_token": access_token,
+            **self._profile(), "api_key": self.api_key, "access_token": access_token,
             "public_token": secrets.token_hex(8), "enctoken": secrets.token_hex(8), "refresh_token": "", "silo": "",
-            "login_time": self._now(), "meta": {"demat_consent": "physical"},
+            "login_time": self._now(),
+        }  # fmt: skip
+
+    def _profile(self) -> dict[str, Any]:
+        return {
+            "user_type": "individual", "email": "desk@example.com", "user_name": self.user_name,
+            "user_shortname": self.user_name.split()[-1] if self.user_name else "", "broker": "ZERODHA",
+            "exchanges": ["NSE", "NFO", "BSE", "CDS", "MCX"], "products": ["CNC", "NRML", "MIS"],
+            "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "avatar_url": None, "user_id": self.user_id,
+            "meta": {"demat_consent": "physical"},
         }  # fmt: skip
 
     # --- orders ----------------------------------------------------------------------------------------
