@@ -11,6 +11,16 @@
   the set is re-read every ``INGESTION_POLL_SECONDS``;
 - enriches every tick from the instrument metadata and publishes the latest per
   instrument in batches (``publisher.py``);
+- on the Kite feed, follows the Kite session (``kitesession.store``), the one token source
+  (``credentials.kite_credentials()``, read on every (re)connect): a token the ticker
+  refuses (HTTP 403, the morning's rollover) is marked refused once (``token_refused``: the
+  session shows "Kite login needed" and the desk is alerted) and is not sent again sooner
+  than a minute later; a new session (a login at the portal, a rewritten
+  ``KITE_ACCESS_TOKEN_FILE``) wakes the refused connections at once, so the feed streams
+  again within seconds of the login, without a restart. It learns of the new session by
+  NOTIFY ``kite_session`` on the LISTEN connection on PostgreSQL, and by reading
+  ``session_version()`` every ``SESSION_POLL_SECONDS`` elsewhere (and, as a safety net,
+  every ``LISTENING_POLL_SECONDS`` while LISTEN works);
 - writes a heartbeat (``status.py``) to the cache every second and publishes it to the
   dashboards;
 - hands order updates from the ticker to the OMS.
@@ -36,18 +46,21 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from ingestion.active_set import NOTIFY_CHANNEL, active_set_listener, active_set_load
 from ingestion.credentials import SIMULATOR_CREDENTIALS, kite_credentials
-from ingestion.feed.client import FeedConnection, first_of
+from ingestion.feed.client import CredentialsUnusable, FeedConnection, first_of
 from ingestion.feed.simulator import KiteSimulator
 from ingestion.latest import latest_tokens
 from ingestion.publisher import LAYER_TIMEOUT, TICKS_GROUP, TickPublisher
 from ingestion.sharding import shard
 from ingestion.simulator_seeds import simulator_seeds
 from ingestion.status import LoopHealth, status_store
+from kitesession.store import SESSION_CHANNEL, session_version, token_refused
+from tradingportal import metrics
 from tradingportal.security import url_for_display
 
 logger = logging.getLogger(__name__)
@@ -61,6 +74,9 @@ RETRY_MIN = 0.1
 # PostgreSQL: while LISTEN works, the set is also re-read at least this often.
 LISTENING_POLL_SECONDS = 15.0
 ALERT_CHECK_SECONDS = 30.0  # how often a feed that is down asks the alerts
+# The Kite feed without LISTEN: how often the Kite session's version is read (a new login
+# reaches the feed within this, plus a reconnect).
+SESSION_POLL_SECONDS = 2.0
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -141,9 +157,20 @@ class IngestionEngine:
             "follow": LoopHealth(logger, "reading the active instruments"),
             "listen": LoopHealth(logger, f"LISTEN {NOTIFY_CHANNEL}"),
         }
+        self._session_changed = asyncio.Event()
+        if feed == "kite":
+            self.health["session"] = LoopHealth(logger, "following the Kite session")
 
     async def _credentials_async(self) -> tuple[str, str]:
-        return await self._db(self._credentials)
+        try:
+            return await self._db(self._credentials)
+        except ImproperlyConfigured as exc:  # KITE_TOKEN_KEY cannot read the stored session
+            raise CredentialsUnusable(str(exc)) from None
+
+    async def _token_refused(self, token: str, detail: str) -> None:
+        """The ticker refused ``token``: the session store marks it (once per token)."""
+        await self._db(functools.partial(token_refused, token=token, detail=detail, source="ticker"))
+        self._session_changed.set()  # the refusal is a change too: re-read the version now
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -157,6 +184,8 @@ class IngestionEngine:
         }
         if connection.vendor == "postgresql":
             loops["listen"] = self._listen_loop
+        if self.feed == "kite":
+            loops["session"] = self._session_loop
         helpers = [
             asyncio.create_task(
                 supervise(name=name, loop=loop, stop=stop, health=self.health[name]), name=f"ingestion-{name}"
@@ -197,7 +226,7 @@ class IngestionEngine:
         delay = RESTART_MIN
         while not stop.is_set():
             try:
-                listener = await self._db(active_set_listener)
+                listener = await self._db(self._listener)
             except Exception as exc:  # noqa: BLE001 - polling still follows the set
                 health.failed(exc)
                 await _sleep_unless(stop, delay)
@@ -215,12 +244,17 @@ class IngestionEngine:
                     broken.set()
                     return
                 if listener.notifies:
+                    channels = {notify.channel for notify in listener.notifies}
                     listener.notifies.clear()
-                    self._reload.set()
+                    if SESSION_CHANNEL in channels:
+                        self._session_changed.set()
+                    if channels - {SESSION_CHANNEL}:
+                        self._reload.set()
 
             loop.add_reader(fd, readable)
             self._listening = True
             self._reload.set()  # anything changed before LISTEN took effect
+            self._session_changed.set()
             try:
                 await first_of(stop, broken)
             finally:
@@ -234,6 +268,53 @@ class IngestionEngine:
                 # broken connection and retries with backoff) and re-LISTEN at once.
                 health.failed(ConnectionError("the LISTEN connection broke; re-listening"))
                 self._reload.set()
+
+    def _listener(self) -> Any:
+        """The LISTEN connection: the active set, and on the Kite feed the Kite session."""
+        listener = active_set_listener()
+        if self.feed == "kite":
+            try:
+                with listener.cursor() as cursor:
+                    cursor.execute(f"LISTEN {SESSION_CHANNEL}")
+            except Exception:
+                listener.close()
+                raise
+        return listener
+
+    async def _session_loop(self, stop: asyncio.Event) -> None:
+        """The Kite feed: whenever the Kite session's version changes (a login, a logout, a
+        refusal, a rewritten token file), connections that do not stream retry at once with
+        the token the store gives now (one still refused is not sent: see ``FeedConnection``)."""
+        health = self.health["session"]
+        version = await self._db(session_version)
+        health.succeeded()
+        while not stop.is_set():
+            interval = LISTENING_POLL_SECONDS if self._listening else SESSION_POLL_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(first_of(stop, self._session_changed), timeout=interval)
+            self._session_changed.clear()  # before reading: a change during the read triggers another
+            if stop.is_set():
+                return
+            try:
+                current = await self._db(session_version)
+            except Exception as exc:  # noqa: BLE001 - counted and shown; the next read retries
+                health.failed(exc)
+                if isinstance(exc, DatabaseError):
+                    await self._db(_close_db)
+                continue
+            health.succeeded()
+            if current != version:
+                version = current
+                self._wake_waiting("the Kite session changed")
+
+    def _wake_waiting(self, why: str) -> None:
+        """Connections not streaming (refused, or connecting with what may be the old token)
+        try again now with the token the store gives."""
+        waiting = [c for c in self.connections if c.state != "connected"]
+        if waiting:
+            logger.info("%s; reconnecting %s feed connections that do not stream", why, len(waiting))
+        for feed_connection in waiting:
+            feed_connection.wake()
 
     async def _follow(self, stop: asyncio.Event) -> None:
         health = self.health["follow"]
@@ -268,10 +349,7 @@ class IngestionEngine:
         except OSError:
             return
         if self._token_mtime is not None and mtime != self._token_mtime:
-            logger.info("KITE_ACCESS_TOKEN_FILE changed; reconnecting refused feed connections")
-            for feed_connection in self.connections:
-                if feed_connection.state == "auth_failed":
-                    feed_connection.wake()
+            self._wake_waiting("KITE_ACCESS_TOKEN_FILE changed")
         self._token_mtime = mtime
 
     async def reload(self) -> None:
@@ -327,6 +405,7 @@ class IngestionEngine:
                 index=len(self.connections), url=self.url, credentials=self._credentials_async,
                 on_ticks=self._on_ticks, on_text=self._on_text, stale_after=settings.FEED_STALE_SECONDS,
                 depth_levels=1,  # the best bid and ask are all the dashboard and the OMS read
+                on_refused=self._token_refused if self.feed == "kite" else None,
             ))  # fmt: skip
             self._tasks.append(None)
             self._stops.append(asyncio.Event())
@@ -344,6 +423,7 @@ class IngestionEngine:
     def _on_ticks(self, ticks: list[dict[str, Any]]) -> None:
         self.publisher.add(ticks)
         self.ticks_total += len(ticks)
+        metrics.ticks_received(len(ticks))
         self.last_tick_at = time.monotonic()
 
     def _on_text(self, payload: dict[str, Any]) -> None:

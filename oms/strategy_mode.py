@@ -5,7 +5,7 @@ A LIVE strategy's orders go to Kite with real money. The switch needs the permis
 confirmation, and it is refused, with the reason, when
 
 - going LIVE without the Kite credentials the broker and the postbacks need
-  (``kite_feed_configured()``, today's access token, ``KITE_API_SECRET``): credentials alone
+  (``KITE_API_KEY``, a usable Kite session, ``KITE_API_SECRET``): credentials alone
   never make a strategy live, and a strategy is never made live without them;
 - the strategy has working orders or open positions (either way): a position is the
   strategy's, whatever broker made it, so paper positions carried into LIVE would be
@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, fields
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ingestion.credentials import kite_credentials, kite_feed_configured
 from oms import state
 from oms.models import Mode, Order, Position, Strategy, StrategyModeChange
 from oms.risk.context import Limits
@@ -98,18 +98,29 @@ def market_protection_shown(value: Decimal | None) -> str:
 
 
 def kite_live_missing() -> list[str]:
-    """What a LIVE strategy needs from the settings and does not have (empty: nothing)."""
+    """What a LIVE strategy needs and does not have (empty: nothing): the settings, and a
+    usable Kite session (``kitesession.store``: a valid login, or the bootstrap token)."""
+    from kitesession.store import session_state
+
     missing = []
-    if not kite_feed_configured():
-        if not settings.KITE_API_KEY:
-            missing.append("KITE_API_KEY (the Kite Connect app's API key)")
-        if not (settings.KITE_ACCESS_TOKEN or settings.KITE_ACCESS_TOKEN_FILE):
-            missing.append("KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (today's access token)")
-    elif not kite_credentials()[1]:
-        missing.append("an access token: KITE_ACCESS_TOKEN_FILE is empty or cannot be read")
+    if not settings.KITE_API_KEY:
+        missing.append("KITE_API_KEY (the Kite Connect app's API key)")
+    elif not (session := session_state()).usable:
+        detail = session.detail
+        if settings.KITE_ACCESS_TOKEN_FILE and not _token_file_read():
+            detail += "; KITE_ACCESS_TOKEN_FILE is empty or cannot be read"
+        missing.append(f"a usable Kite access token ({detail}): log in to Kite from the portal (/kite/login/), "
+                       "or set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (today's access token)")  # fmt: skip
     if not settings.KITE_API_SECRET:
         missing.append("KITE_API_SECRET (Kite's order postbacks are verified with it)")
     return missing
+
+
+def _token_file_read() -> str:
+    try:
+        return Path(settings.KITE_ACCESS_TOKEN_FILE).read_text().strip()
+    except OSError:
+        return ""
 
 
 def strategy_open_exposure(strategy: Strategy) -> tuple[int, int]:

@@ -13,7 +13,8 @@ admin login, static files), then runs the portal's processes in one supervised t
   one process only, so the web process runs the feed itself.
 
 The feed is Kite's when ``ingestion.credentials.kite_feed_configured()`` says so (an API
-key and a token or token file), else the built-in simulator; the runner prints which.
+key, and a token, a token file or ``KITE_API_SECRET`` for logging in from the portal), else
+the built-in simulator; the runner prints which.
 
 Each child runs in its own session and process group, so a signal meant for the runner
 (Ctrl-C, ``kill -TERM -- -PGID`` from a supervisor) reaches the runner alone, and the
@@ -158,6 +159,16 @@ def ensure_local_env() -> None:
     say(f"wrote {path} with a generated SECRET_KEY for this checkout")
 
 
+def metrics_dir_fresh() -> str:
+    """The Prometheus multiprocess directory for this run (``PROMETHEUS_MULTIPROC_DIR``, by
+    default ``var/prometheus``), emptied of the last run's files: a counter starts at 0."""
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or BASE_DIR / "var" / "prometheus")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # only prometheus-client's files, whatever else is there
+        stale.unlink(missing_ok=True)
+    return str(path)
+
+
 def configure() -> dict[str, str]:
     """Load the settings the way every portal process does; returns the children's
     environment (the runner's own, plus its development defaults)."""
@@ -173,6 +184,7 @@ def configure() -> dict[str, str]:
     }
     if "DEBUG" not in os.environ:
         extra["DEBUG"] = "1"  # development mode (plain HTTP on loopback) unless set anywhere
+    extra["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir_fresh()  # /metrics sums every child's figures
     os.environ.update(extra)
     import django
 
@@ -209,7 +221,7 @@ def plan(*, env: dict[str, str]) -> list[Child]:
     feed = (
         f"Kite at {url_for_display(settings.KITE_TICKER_URL)}"
         if live_feed
-        else "the built-in simulator (no Kite API key and access token configured)"
+        else "the built-in simulator (no KITE_API_KEY with an access token, a token file or KITE_API_SECRET)"
     )
     where = "in its own process (REDIS_URL set)" if has_redis else "inside the web process (no REDIS_URL)"
     say(f"feed: {feed}; ingestion runs {where}")

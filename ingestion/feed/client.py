@@ -10,9 +10,13 @@ credentials afresh on every (re)connect, and the URL is configuration.
 The connection holds a *desired* subscription ({token: mode}); whenever it changes, only
 the difference is sent (``unsubscribe``, ``subscribe``, ``mode``), and after a reconnect
 everything is subscribed again with the right modes. Reconnects back off exponentially
-with jitter; a rejected handshake (HTTP 401/403: wrong key or expired token) is reported
-as such and retried slowly, never in a tight loop. A socket that goes silent (no tick and
-no heartbeat for ``stale_after`` seconds) is dropped and reconnected.
+with jitter. A rejected handshake (HTTP 401/403: the morning's expired token, or a wrong
+key) puts the connection in ``auth_failed`` ("Kite login needed"), is reported once per
+token (``on_refused``: the engine marks the Kite session refused), and the same token is
+tried again no sooner than ``auth_retry`` (a minute) after its refusal, however often the
+connection is woken; ``wake()`` with a new token (a new login) reconnects at once. A
+socket that goes silent (no tick and no heartbeat for ``stale_after`` seconds) is dropped
+and reconnected.
 
 The access token travels in the URL's query, so it goes only over ``wss://``, or over
 plain ``ws://`` to a loopback address (the simulator, tests); any other URL is refused
@@ -44,6 +48,7 @@ from tradingportal.security import redact
 logger = logging.getLogger(__name__)
 
 Credentials = Callable[[], Awaitable[tuple[str, str]]]
+Refused = Callable[[str, str], Awaitable[None]]  # (the refused access token, what the ticker said)
 TicksHandler = Callable[[list[dict[str, Any]]], None]
 TextHandler = Callable[[dict[str, Any]], None]
 
@@ -51,6 +56,11 @@ SUBSCRIBE_CHUNK = 1000
 AUTH_RETRY_SECONDS = 60.0
 HEALTHY_SECONDS = 30.0
 ERROR_LENGTH = 300
+LOGIN_NEEDED = "Kite login needed"
+NO_TOKEN = (
+    f"{LOGIN_NEEDED}: there is no usable access token; log in to Kite from the portal "
+    "(/kite/login/) or save today's token in KITE_ACCESS_TOKEN_FILE"
+)
 
 
 def ticker_url_problem(url: str) -> str:
@@ -92,12 +102,13 @@ class FeedConnection:
     def __init__(self, *, index: int, url: str, credentials: Credentials, on_ticks: TicksHandler,
                  on_text: TextHandler | None = None, stale_after: float = 10.0, min_backoff: float = 1.0,
                  max_backoff: float = 30.0, auth_retry: float = AUTH_RETRY_SECONDS,
-                 depth_levels: int = 5) -> None:  # fmt: skip
+                 depth_levels: int = 5, on_refused: Refused | None = None) -> None:  # fmt: skip
         self.index = index
         self.url = url
         self.credentials = credentials
         self.on_ticks = on_ticks
         self.on_text = on_text
+        self.on_refused = on_refused
         self.stale_after = stale_after
         self.min_backoff, self.max_backoff, self.auth_retry = min_backoff, max_backoff, auth_retry
         self.depth_levels = depth_levels
@@ -112,6 +123,8 @@ class FeedConnection:
         self._changed = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._wake = asyncio.Event()
+        self._refused_token = ""  # the access token the ticker refused last, and when
+        self._refused_at = 0.0
         # Logged once with a traceback, then at most once a minute with a count.
         self._unexpected = RepeatedFailure(logger, f"feed connection {index}")
         self._handler_failure = RepeatedFailure(logger, f"feed connection {index}: a tick handler")
@@ -148,10 +161,15 @@ class FeedConnection:
         attempt = 0
         while not stop.is_set():
             delay = 0.0
+            access_token = ""
+            self._wake.clear()  # a wake from now on (e.g. a login while connecting) is not lost
             try:
                 api_key, access_token = await self.credentials()
                 if not api_key or not access_token:
-                    raise _AuthProblem("no Kite API key or access token is configured")
+                    raise CredentialsUnusable(NO_TOKEN)
+                too_soon = self._refused_wait(access_token)
+                if too_soon > 0:
+                    raise _RefusedRecently(too_soon)
                 self.state = "connecting"
                 query = urlencode({"api_key": api_key, "access_token": access_token})
                 separator = "&" if "?" in self.url else "?"
@@ -162,15 +180,25 @@ class FeedConnection:
                     proxy=None, compression=None,
                 ) as ws:  # fmt: skip
                     await self._serve(ws, stop)
-            except _AuthProblem as exc:
+            except _RefusedRecently as exc:
+                # Woken, but the token is the one refused less than ``auth_retry`` ago: not
+                # sent again before then (state and error stay those of the refusal).
+                logger.info("feed connection %s: the access token refused last is not tried again for %.0fs "
+                            "(unless a new one is saved)", self.index, exc.wait)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(first_of(stop, self._wake), timeout=exc.wait)
+                continue
+            except CredentialsUnusable as exc:
                 self._fail("auth_failed", str(exc))
                 delay = self.auth_retry
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
-                    self._fail("auth_failed", f"the ticker refused the API key or access token (HTTP {status}); "
-                               "update KITE_ACCESS_TOKEN (it expires every morning)")  # fmt: skip
+                    self._fail("auth_failed", f"{LOGIN_NEEDED}: the ticker refused the API key or access "
+                               f"token (HTTP {status}; it expires every morning): log in to Kite from the "
+                               "portal (/kite/login/) or save today's token in KITE_ACCESS_TOKEN_FILE")  # fmt: skip
                     delay = self.auth_retry
+                    await self._refused(access_token)
                 else:
                     self._fail("disconnected", f"the ticker answered the handshake with HTTP {status}")
             except _Stale as exc:
@@ -194,14 +222,30 @@ class FeedConnection:
                 attempt += 1
             self.state = self.state if self.state == "auth_failed" else "backoff"
             logger.info("feed connection %s reconnects in %.1fs", self.index, delay)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(first_of(stop, self._wake), timeout=delay)
         self.state = "stopped"
 
     def wake(self) -> None:
-        """Retry now (e.g. the operator stored a new token)."""
+        """Retry now (e.g. a new Kite session was saved): with a new token, a connection is
+        made at once; the token refused last waits out its ``auth_retry``."""
         self._wake.set()
+
+    def _refused_wait(self, access_token: str) -> float:
+        """Seconds before ``access_token`` may be sent again (0: now)."""
+        if access_token != self._refused_token:
+            return 0.0
+        return max(0.0, self._refused_at + self.auth_retry - time.monotonic())
+
+    async def _refused(self, access_token: str) -> None:
+        """The ticker refused ``access_token``: told to ``on_refused`` once per token."""
+        first = access_token != self._refused_token
+        self._refused_token, self._refused_at = access_token, time.monotonic()
+        if first and self.on_refused is not None:
+            try:
+                await self.on_refused(access_token, self.error)
+            except Exception as exc:  # noqa: BLE001 - the refusal is shown anyway; never kills the feed
+                self._unexpected.failed(exc)
 
     def _fail(self, state: str, message: str) -> None:
         # Exception text can carry the URL, and with it the access token.
@@ -301,8 +345,15 @@ class _Stale(Exception):
     pass
 
 
-class _AuthProblem(Exception):
-    pass
+class CredentialsUnusable(Exception):
+    """Raised by ``credentials()`` (or for an empty key or token): no usable credentials;
+    the connection is ``auth_failed`` with this message until woken or ``auth_retry``."""
+
+
+class _RefusedRecently(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"refused; retried in {wait:.0f}s")
+        self.wait = wait
 
 
 def _chunks(tokens: list[int]) -> list[list[int]]:

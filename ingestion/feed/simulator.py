@@ -5,7 +5,10 @@ Clients connect exactly as to Kite (``?api_key=...&access_token=...``), send JSO
 full packets (index packets for INDICES tokens, currency prices in 10^-7 rupee), and a
 1-byte heartbeat every second when there is nothing else to send. When
 ``api_key``/``access_token`` are configured, other credentials are refused at the
-handshake with HTTP 403, as Kite does.
+handshake with HTTP 403, as Kite does (``refused`` counts them per token); ``accepts``
+(a test's predicate, e.g. the tokens a fake Kite REST server handed out) decides instead
+when given. ``rollover()`` plays Kite's morning: from then on only the new token (or what
+``accepts`` accepts now) is accepted, and the connections made with any other are closed.
 
 Prices come from ``simulated_market.py``: spots walk from their last known price,
 futures and options are priced off their underlying, and every packet's OHLC is
@@ -48,15 +51,18 @@ PriceLookup = Callable[[list[int]], Awaitable[Mapping[int, Seed | Decimal]]]
 @dataclass(eq=False)
 class _Client:
     connection: ServerConnection
+    access_token: str = ""
     modes: dict[int, str] = field(default_factory=dict)
 
 
 class KiteSimulator:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str = "", access_token: str = "",
                  interval: float = 1.0, price_lookup: PriceLookup | None = None, seed: int | None = None,
-                 stamp_send_time: bool = False) -> None:  # fmt: skip
+                 stamp_send_time: bool = False,
+                 accepts: Callable[[str], bool] | None = None) -> None:  # fmt: skip
         self.host, self.port = host, port
         self.api_key, self.access_token = api_key, access_token
+        self.accepts = accepts
         self.interval = interval
         self.price_lookup = price_lookup
         self.stamp_send_time = stamp_send_time
@@ -68,6 +74,7 @@ class KiteSimulator:
         self.connections_total = 0
         self.frames_sent = 0
         self.received: list[dict[str, Any]] = []  # every client message, for tests and debugging
+        self.refused: dict[str, int] = {}  # refused handshakes by access token, for tests
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -97,6 +104,21 @@ class KiteSimulator:
         for client in list(self._clients):
             await client.connection.close(code, "simulator dropped the connection")
 
+    async def rollover(self, *, access_token: str = "") -> None:
+        """Kite's morning: accept only ``access_token`` from now on (with ``accepts``: what
+        it accepts now), and close the connections made with any other token (a reconnect
+        with it is refused)."""
+        if access_token:
+            self.access_token = access_token
+        for client in list(self._clients):
+            if not self._accepted(client.access_token):
+                await client.connection.close(1000, "the access token expired")
+
+    def _accepted(self, token: str) -> bool:
+        if self.accepts is not None:
+            return self.accepts(token)
+        return not self.access_token or token == self.access_token
+
     def subscribed(self) -> dict[int, str]:
         merged: dict[int, str] = {}
         for client in self._clients:
@@ -115,12 +137,15 @@ class KiteSimulator:
         token = (query.get("access_token") or [""])[0]
         if not key or not token:
             return connection.respond(HTTPStatus.FORBIDDEN, "api_key and access_token are required\n")
-        if (self.api_key and key != self.api_key) or (self.access_token and token != self.access_token):
+        if (self.api_key and key != self.api_key) or not self._accepted(token):
+            self.refused[token] = self.refused.get(token, 0) + 1
             return connection.respond(HTTPStatus.FORBIDDEN, "Invalid api_key or access_token\n")
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
-        client = _Client(connection)
+        assert connection.request is not None  # the handshake is done
+        token = (parse_qs(urlsplit(connection.request.path).query).get("access_token") or [""])[0]
+        client = _Client(connection, access_token=token)
         self._clients.add(client)
         self.connections_total += 1
         try:

@@ -98,7 +98,12 @@ def test_a_wrong_token_is_reported_and_retried_only_after_the_auth_delay(caplog)
     async def run():
         server = await serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0, process_request=refuse)
         port = server.sockets[0].getsockname()[1]
-        connection = FeedConnection(index=0, url=f"ws://127.0.0.1:{port}", credentials=creds(token="expired"),
+        current = {"token": "expired"}
+
+        async def read():
+            return "key", current["token"]
+
+        connection = FeedConnection(index=0, url=f"ws://127.0.0.1:{port}", credentials=read,
                                     on_ticks=list, min_backoff=0.01, max_backoff=0.01)  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(connection.run(stop))
@@ -108,7 +113,8 @@ def test_a_wrong_token_is_reported_and_retried_only_after_the_auth_delay(caplog)
             assert "access token" in connection.error and "HTTP 403" in connection.error
             # Not the 0.01 s backoff of a dropped connection: a minute, or a new token.
             assert waits() == ["feed connection 0 reconnects in 60.0s"] and len(attempts) == 1
-            connection.wake()  # e.g. the operator stored today's token
+            current["token"] = "also-refused"  # e.g. the operator stored another token
+            connection.wake()
             await eventually(lambda: len(waits()) == 2, what="second refusal")
             assert waits()[1] == "feed connection 0 reconnects in 60.0s" and len(attempts) == 2
         finally:

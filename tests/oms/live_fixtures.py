@@ -35,6 +35,13 @@ def kite(settings, tmp_path):
         kite_order_rate_reset()
 
 
+def new_token(kite: FakeKite, token: str = "kite-test-token-2") -> str:
+    """A new login's token, in the token file (a token Kite refused is never used again)."""
+    kite.tokens.add(token)
+    kite.token_file.write_text(token + "\n")
+    return token
+
+
 @pytest.fixture
 def live(db):
     """A LIVE strategy (its mode set in the test's data, as a person with the permission would)."""

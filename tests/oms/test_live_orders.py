@@ -17,6 +17,7 @@ from oms.services import OrderError, OutcomeUnknown, RateLimited, order_cancel, 
 from oms.updates import order_update
 from tests.helpers import wait_for
 from tests.oms.helpers import place, price
+from tests.oms.live_fixtures import new_token
 
 pytest_plugins = ["tests.oms.live_fixtures"]  # kite, live, infy, nifty_ce
 
@@ -379,6 +380,7 @@ def test_a_lookup_refused_after_a_timeout_leaves_the_order_unknown_not_rejected(
     order = market_buy(infy, key="k-5").order
     assert order.status == state.PUT_ORDER_REQ_RECEIVED  # never REJECTED: that would refuse its fills
     assert events(order, OrderEvent.Kind.BROKER_ERROR)[0].message.startswith("unknown at broker")
+    new_token(kite)  # a refused token is not used again: the desk logs in again
     again = market_buy(infy, key="k-5").order
     assert again.status == state.COMPLETE and len(kite.placements()) == 1
 

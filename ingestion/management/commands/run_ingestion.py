@@ -13,7 +13,8 @@ class Command(BaseCommand):
     help = (
         "Hold the Kite ticker feed: subscribe to exactly the active instruments (following changes while "
         "running), publish coalesced ticks to the dashboards and the latest tick per instrument to the cache. "
-        "Connects to KITE_TICKER_URL with KITE_API_KEY and KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE); "
+        "Connects to KITE_TICKER_URL with KITE_API_KEY and the Kite session's token (a login at the portal, "
+        "else KITE_ACCESS_TOKEN_FILE or KITE_ACCESS_TOKEN), reconnecting with a new one as soon as it is saved; "
         "--simulate uses the built-in simulator instead. SIGTERM or Ctrl-C stops it cleanly."
     )
 
@@ -32,8 +33,8 @@ class Command(BaseCommand):
         simulate = options["simulate"] or settings.INGESTION_SIMULATE
         if not simulate and not kite_feed_configured():
             raise CommandError(
-                "No Kite credentials: set KITE_API_KEY and KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE), "
-                "or run with --simulate."
+                "No Kite credentials: set KITE_API_KEY and KITE_API_SECRET (to log in to Kite from the portal) "
+                "or KITE_ACCESS_TOKEN (or KITE_ACCESS_TOKEN_FILE), or run with --simulate."
             )
         feed = "built-in simulator" if simulate else url_for_display(settings.KITE_TICKER_URL)
         self.stdout.write(f"ingestion: {feed}; Ctrl-C stops")

@@ -22,10 +22,11 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from kiteconnect import KiteConnect
 
 from oms import state
-from oms.brokers.base import BrokerRejected, BrokerUnavailable
+from oms.brokers.base import BrokerError, BrokerRejected, BrokerUnavailable
 from oms.brokers.kite.errors import CAUGHT, BrokerLoginNeeded, BrokerRateLimited, outcome_of
 from oms.brokers.kite.rate import KiteOrderRate
 from oms.brokers.kite.rows import (
@@ -47,6 +48,7 @@ DEFAULT_MARKET_PROTECTION = Decimal(-1)  # the exchange's automatic protection
 PROTECTED = ("MARKET", "SL-M")  # order types Kite sends only with market protection
 NEVER_REACHED = "cancelled here: the order is not in Kite's order book (its placement never reached Kite)"
 VARIETIES = ("regular", "amo")
+LOGIN_NEEDED = "Kite login needed"
 _sessions = threading.local()
 
 
@@ -71,6 +73,20 @@ def _cancel(client: KiteConnect, *, variety: str, order_id: str) -> Any:
     return client.cancel_order(variety=variety, order_id=order_id)
 
 
+def _outcome(exc: BaseException, client: KiteConnect) -> BrokerError:
+    """``exc`` as the OMS's outcome; Kite refusing the token (``TokenException``: the
+    morning's rollover) also marks it refused in the session store, so that no later call
+    sends it again (the next ones are ``BrokerLoginNeeded`` without calling Kite)."""
+    from kitesession.store import token_refused
+
+    outcome = outcome_of(exc)
+    if isinstance(outcome, BrokerLoginNeeded):
+        # Not alerted here: the OMS alerts "Kite login needed" itself, with the order it was
+        # found on (``oms.live``, ``oms.services``, reconciliation).
+        token_refused(token=client.access_token or "", detail=str(outcome), source="kite rest", alert=False)
+    return outcome
+
+
 def _tick_size(order: Any) -> Decimal | None:
     tick = getattr(getattr(order, "instrument", None), "tick_size", None)
     return Decimal(tick) if tick else None
@@ -81,13 +97,22 @@ class KiteBroker:
     local = False  # remote: the services call it after commit, outside any transaction
 
     def _client(self) -> KiteConnect:
+        """A client with the token the Kite session store gives now (read on every call: a
+        new login is used at once). No usable token (none saved, expired, refused by Kite
+        before): ``BrokerLoginNeeded``, and Kite is not called."""
         from ingestion.credentials import kite_credentials
+        from kitesession.store import session_state
 
-        api_key, token = kite_credentials()  # read on every call: the morning's new token
-        if not api_key:
+        if not settings.KITE_API_KEY:
             raise BrokerRejected("Kite is not configured: set KITE_API_KEY")
+        try:
+            api_key, token = kite_credentials()
+        except ImproperlyConfigured as exc:  # KITE_TOKEN_KEY cannot read the stored session
+            raise BrokerRejected(f"Kite's stored session cannot be read: {exc}") from None
         if not token:
-            raise BrokerLoginNeeded("Kite login needed: there is no access token (KITE_ACCESS_TOKEN_FILE)")
+            why = session_state().detail.removeprefix(f"{LOGIN_NEEDED}: ")
+            raise BrokerLoginNeeded(f"{LOGIN_NEEDED}: no access token to use ({why}); log in to Kite from the "
+                                    "portal (/kite/login/)")  # fmt: skip
         client = KiteConnect(api_key, access_token=token, root=settings.KITE_API_URL,
                              timeout=settings.KITE_REQUEST_TIMEOUT)  # fmt: skip
         # One connection pool per thread, kept from call to call.
@@ -98,10 +123,11 @@ class KiteBroker:
         return client
 
     def _call(self, call: Callable[[KiteConnect], Any], client: KiteConnect | None = None) -> Any:
+        client = client or self._client()
         try:
-            return call(client or self._client())
+            return call(client)
         except CAUGHT as exc:
-            raise outcome_of(exc) from exc
+            raise _outcome(exc, client) from exc
 
     # --- placing ---------------------------------------------------------------------------------
 
@@ -149,7 +175,7 @@ class KiteBroker:
                 return self._sliced(order, client.place_autoslice_order(**params))
             broker_order_id = str(client.place_order(**params))
         except CAUGHT as exc:
-            outcome = outcome_of(exc)
+            outcome = _outcome(exc, client)
             if not isinstance(outcome, BrokerUnavailable):
                 logger.warning("Kite refused order %s: %s", order.pk, outcome)
                 raise outcome from exc
