@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
-from datetime import datetime, time
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, ParamSpec
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -163,24 +163,38 @@ def alert_kite_login_needed(*, detail: str = "", order: Any = None) -> Alert | N
     )
 
 
-def market_hours(now: datetime) -> bool:
-    """Inside ``ALERT_MARKET_HOURS`` (HH:MM-HH:MM, IST) on a weekday."""
-    local = timezone.localtime(now, IST)
-    opens, closes = (time.fromisoformat(part) for part in settings.ALERT_MARKET_HOURS.split("-"))
-    return local.weekday() < 5 and opens <= local.time() < closes
+def streamed_exchanges() -> list[str]:
+    """The exchanges of the instruments the feed streams (NSE when none is active)."""
+    from instruments.selectors import active_instruments
+
+    exchanges = sorted(set(active_instruments().values_list("exchange", flat=True)))
+    return exchanges or ["NSE"]
+
+
+def market_hours(now: datetime, *, exchanges: Iterable[str] | None = None) -> bool:
+    """Whether any of ``exchanges`` (default: those streamed) trades at ``now``, by the
+    market calendar (``markets.calendar``: hours, weekends, holidays, MCX's sessions)."""
+    from markets.calendar import market_open
+
+    return any(market_open(exchange=exchange, at=now) for exchange in exchanges or streamed_exchanges())
 
 
 @_never_raises
 def alert_feed_down(
-    *, state: str, down_since: datetime, error: str = "", now: datetime | None = None
+    *,
+    state: str,
+    down_since: datetime,
+    error: str = "",
+    now: datetime | None = None,
+    exchanges: Iterable[str] | None = None,
 ) -> Alert | None:
     """The market feed has not been streaming since ``down_since`` (its ``state``:
     disconnected, auth_failed, ...). Alerted once it has been down for
-    ``ALERT_FEED_DOWN_SECONDS`` inside market hours; call it as often as you like while
-    it is down (repeats are counted, not sent)."""
+    ``ALERT_FEED_DOWN_SECONDS`` while a streamed exchange trades (``market_hours``); call
+    it as often as you like while it is down (repeats are counted, not sent)."""
     now = now or timezone.now()
     down_for = (now - down_since).total_seconds()
-    if down_for < settings.ALERT_FEED_DOWN_SECONDS or not market_hours(now):
+    if down_for < settings.ALERT_FEED_DOWN_SECONDS or not market_hours(now, exchanges=exchanges):
         return None
     minutes = max(1, int(down_for // 60))
     lines = [

@@ -9,7 +9,8 @@ narrows the stream to those instruments; ``{"action": "subscribe", "preset": "ni
 to a preset's active instruments (``"watchlist"`` is accepted as an alias of
 ``"preset"``); ``{"action": "subscribe", "tokens": null}`` widens it to everything
 again. Server messages: ``{"type": "ticks", "ticks": [...]}``, ``{"type": "status",
-"status": {...}}`` (the feed's heartbeat), ``{"type": "removed", "tokens": [...]}`` (the
+"status": {...}}`` (the feed's heartbeat, with ``market``: each exchange open or closed, why,
+and its next open, by the server's clock), ``{"type": "removed", "tokens": [...]}`` (the
 feed stopped streaming those instruments: drop their rows), ``{"type": "subscribed",
 "tokens": [...] | null}`` acknowledging a selection (ticks after it honour it) and
 ``{"type": "error", "message": "..."}``.
@@ -29,6 +30,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -40,6 +42,7 @@ from ingestion.publisher import LAYER_TIMEOUT, TICKS_GROUP
 from ingestion.sockets import RENEW_SECONDS, socket_claim, socket_release, socket_renew
 from ingestion.status import feed_status as read_feed_status
 from oms.broadcast import OMS_GROUP
+from tradingportal import metrics
 from tradingportal.logging import RepeatedFailure
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_ERROR = 1008, 1009, 1011
 _socket_failure = RepeatedFailure(logger, "a dashboard socket")
 _snapshot_failure = RepeatedFailure(logger, "sending the snapshot of latest ticks")
 _slot_failure = RepeatedFailure(logger, "counting open sockets per user")
+_market_failure = RepeatedFailure(logger, "reading the market calendar for the dashboard")
+# The market status rides on every status frame; computed at most once a second per process.
+MARKET_EVERY_SECONDS = 1.0
+_market: dict[str, Any] = {"at": -MARKET_EVERY_SECONDS, "status": None}
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
@@ -82,6 +89,26 @@ def _snapshot(tokens: list[int] | None) -> list[dict[str, Any]]:
     active = active_instrument_tokens()
     wanted = active if tokens is None else sorted(set(tokens).intersection(active))
     return list(latest_ticks(wanted).values())
+
+
+async def _with_market(status: dict[str, Any]) -> dict[str, Any]:
+    """The feed's status with ``market``: whether each exchange trades now, and if not why
+    (weekend, the holiday's name, before the open, after the close) and when it opens (the
+    dashboard shows "market closed" instead of "stale" then). Without it when the calendar
+    cannot be read."""
+    from markets.calendar import markets_status
+
+    now = time.monotonic()
+    if now - _market["at"] >= MARKET_EVERY_SECONDS:
+        _market["at"] = now
+        try:
+            _market["status"] = await sync_to_async(markets_status)()
+        except Exception as exc:  # noqa: BLE001 - the ticks and the feed's state still go out
+            _market_failure.failed(exc)
+            _market["status"] = None
+        else:
+            _market_failure.succeeded()
+    return {**status, "market": _market["status"]} if _market["status"] is not None else status
 
 
 def _preset_tokens(name: str) -> list[int] | None:
@@ -145,6 +172,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(TICKS_GROUP, self.channel_name)
         await self.channel_layer.group_add(OMS_GROUP, self.channel_name)
         self._joined = True
+        metrics.WEBSOCKET_CLIENTS.inc()  # given back by _cleanup, whatever ends the socket
         await self.accept()
         self._start(self._send_loop(), "send")
         self._start(self._renew_loop(), "renew")
@@ -152,7 +180,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
         try:
             status = await sync_to_async(read_feed_status)()
             if status:
-                self._queue_status(status)
+                self._queue_status(await _with_market(status))
             await self._queue_snapshot()
         except Exception as exc:  # noqa: BLE001 - live ticks still flow; the snapshot is a courtesy
             _snapshot_failure.failed(exc)
@@ -185,6 +213,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._joined:
+            metrics.WEBSOCKET_CLIENTS.dec()
             for group in (TICKS_GROUP, OMS_GROUP):
                 try:
                     await asyncio.wait_for(
@@ -304,7 +333,7 @@ class TicksConsumer(AsyncWebsocketConsumer):
         self.wakeup.set()
 
     async def feed_status(self, event: dict[str, Any]) -> None:
-        self._queue_status(event["status"])
+        self._queue_status(await _with_market(event["status"]))
 
     async def oms_changed(self, event: dict[str, Any]) -> None:
         """An order or position changed: the dashboard's panel re-reads the API (the frame

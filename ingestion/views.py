@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -17,11 +18,13 @@ from rest_framework.views import APIView
 from ingestion.latest import latest_ticks
 from ingestion.status import feed_status
 from instruments.selectors import active_instruments, feed_capacity
+from markets.calendar import market_summary, markets_status
 from tradingportal.logging import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 MAX_LATEST_TOKENS = 1000
 _store_failure = RepeatedFailure(logger, "reading the latest ticks for the API")
+_market_failure = RepeatedFailure(logger, "reading the market calendar for the dashboard")
 
 
 @login_required
@@ -31,10 +34,20 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             : feed_capacity()
         ]
     )
+    try:
+        market = {
+            **market_summary(exchanges=[row["exchange"] for row in instruments]),
+            "status": json.dumps(markets_status()),  # the page's own until the status frames come
+        }
+    except Exception as exc:  # noqa: BLE001 - the page works without it; the status frames bring it
+        _market_failure.failed(exc)
+        market = None
+    else:
+        _market_failure.succeeded()
     return render(
         request,
         "ingestion/dashboard.html",
-        {"instruments": instruments, "capacity": feed_capacity(), "status": feed_status()},
+        {"instruments": instruments, "capacity": feed_capacity(), "status": feed_status(), "market": market},
     )
 
 

@@ -1,8 +1,10 @@
 """The end of the trading day: each strategy's day closed into ``DailyStats``, and MIS
 positions squared off before the broker does it (and charges for it).
 
-Trading days are weekdays for now (``trading_day``): the exchanges' holiday calendar and
-special sessions are a later issue. Times are Asia/Kolkata.
+Trading days come from the market calendar (``trading_day``, ``markets.calendar``): a day
+on which no exchange trades (a weekend, a holiday closed everywhere) runs neither the
+statistics nor the square-off, and a pass squares off only on the exchanges trading that
+day (MCX's evening session on an NSE holiday is one). Times are Asia/Kolkata.
 
 **Closing a day** (``daily_stats_close``; the schedule *oms: end of day* at ``EOD_STATS_AT``
 runs ``end_of_day_run``). During the day the update service and the risk monitor keep
@@ -64,7 +66,7 @@ from django.utils import timezone
 
 from oms import state
 from oms.charges import ChargesError, charges_for_day
-from oms.models import DailyStats, Mode, Order, Position, Strategy, StrategyAccess, Trade
+from oms.models import DailyStats, Mode, Order, OrderEvent, Position, Strategy, StrategyAccess, Trade
 from tradingportal.locks import LockHeld, named_lock
 
 logger = logging.getLogger(__name__)
@@ -83,9 +85,12 @@ SQUARE_OFF_SOURCES = ("kill_switch", "risk_monitor", SQUARE_OFF_SOURCE)
 SQUARE_OFF_RETRY_SECONDS = 10.0
 
 
-def trading_day(day: date) -> bool:
-    """Weekdays, for now: the exchanges' holidays and special sessions are a later issue."""
-    return day.weekday() < 5
+def trading_day(day: date, *, exchange: str | None = None) -> bool:
+    """Whether ``exchange`` trades on ``day`` (any exchange the calendar knows, without one)."""
+    from markets.calendar import EXCHANGES, is_trading_day
+
+    exchanges = (exchange,) if exchange else EXCHANGES
+    return any(is_trading_day(exchange=name, day=day) for name in exchanges)
 
 
 def _bounds(day: date) -> tuple[datetime, datetime]:
@@ -102,7 +107,7 @@ def end_of_day_run(*, now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     today = timezone.localtime(now, IST).date()
     if not trading_day(today):
-        return {"skipped": f"{today} is not a trading day (weekdays only, for now)"}
+        return {"skipped": f"{today} is not a trading day (the market calendar: weekend or holiday)"}
     try:
         with named_lock(EOD_LOCK):
             days = [*_days_to_catch_up(today), today]
@@ -253,7 +258,7 @@ def mis_square_off(*, now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     local = timezone.localtime(now, IST)
     if not trading_day(local.date()):
-        return {"skipped": f"{local.date()} is not a trading day (weekdays only, for now)"}
+        return {"skipped": f"{local.date()} is not a trading day (the market calendar: weekend or holiday)"}
     try:
         with named_lock(SQUARE_OFF_LOCK):
             return _square_off_pass(local)
@@ -263,7 +268,7 @@ def mis_square_off(*, now: datetime | None = None) -> dict[str, Any]:
 
 def _square_off_pass(local: datetime) -> dict[str, Any]:
     def due(exchange: str) -> bool:
-        return square_off_time(exchange) <= local.time()
+        return square_off_time(exchange) <= local.time() and trading_day(local.date(), exchange=exchange)
 
     cancelled, cancel_failed = _cancel_working(due, reason=f"MIS square-off at {local:%H:%M} IST")
     positions = [
@@ -387,11 +392,12 @@ def _square_off_one(position: Position) -> tuple[str, Order | None, str]:
     if order.status == state.RISK_REJECTED:
         return "refused", order, f"order {order.pk} refused by rule {order.risk_rule}: {order.status_message}"
     if order.status == state.REJECTED:
-        return (
-            "failed",
-            order,
-            f"order {order.pk} rejected by {order.broker}: {order.status_message or 'no reason'}",
-        )
+        unprotected = (
+            order.events.filter(kind=OrderEvent.Kind.WARNING, source=OrderEvent.Source.SYSTEM)
+            .order_by("-pk").values_list("message", flat=True).first()
+        )  # fmt: skip
+        reason = f"order {order.pk} rejected by {order.broker}: {order.status_message or 'no reason'}"
+        return "failed", order, f"{reason}; {unprotected}" if unprotected else reason
     return "placed", order, ""
 
 

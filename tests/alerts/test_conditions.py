@@ -112,13 +112,21 @@ def test_kite_login_needed_links_the_order_it_was_found_on(alpha, reliance, sett
     assert Alert.objects.get().repeats == 1
 
 
-def test_market_hours_are_weekdays_inside_the_setting(settings):
-    settings.ALERT_MARKET_HOURS = "09:15-15:30"
+def test_market_hours_are_the_calendar_s_for_nse_when_nothing_streams():
     assert market_hours(MONDAY_10)
     assert not market_hours(MONDAY_10.replace(hour=9, minute=14))
     assert not market_hours(MONDAY_10.replace(hour=15, minute=30))
     assert not market_hours(MONDAY_10 + timedelta(days=5))  # Saturday
+    assert not market_hours(MONDAY_10 + timedelta(days=1))  # Holi, an NSE holiday (the seeded calendar)
     assert market_hours(MONDAY_10.astimezone(ZoneInfo("UTC")))  # any time zone in, IST decides
+
+
+def test_market_hours_are_those_of_the_exchanges_streamed():
+    holi_evening = MONDAY_10 + timedelta(days=1, hours=9)  # MCX trades Holi's evening session
+    assert market_hours(holi_evening, exchanges=["MCX"]) and not market_hours(holi_evening, exchanges=["NSE"])
+    assert not market_hours(holi_evening)  # nothing streams: NSE's hours
+    InstrumentFactory(tradingsymbol="CRUDEOIL26MARFUT", exchange="MCX", segment="MCX-FUT", is_active=True)
+    assert market_hours(holi_evening)
 
 
 def test_the_feed_is_alerted_when_down_for_a_minute_in_market_hours(settings):
@@ -134,6 +142,17 @@ def test_the_feed_is_alerted_when_down_for_a_minute_in_market_hours(settings):
     assert again.pk == alert.pk and Alert.objects.count() == 1
     evening = MONDAY_10.replace(hour=18)
     assert alert_feed_down(state="disconnected", down_since=evening - timedelta(hours=1), now=evening) is None
+
+
+def test_a_feed_streaming_mcx_is_alerted_in_mcx_s_evening_session(settings):
+    settings.ALERT_FEED_DOWN_SECONDS = 60
+    evening = MONDAY_10.replace(hour=21)
+    InstrumentFactory(tradingsymbol="CRUDEOIL26MARFUT", exchange="MCX", segment="MCX-FUT", is_active=True)
+    alert = alert_feed_down(state="disconnected", down_since=evening - timedelta(minutes=5), now=evening)
+    assert alert is not None and alert.subject == "Market feed down for 5 min (disconnected)"
+    sunday = evening + timedelta(days=6)
+    assert alert_feed_down(state="disconnected", down_since=sunday - timedelta(hours=1), now=sunday) is None
+    assert Alert.objects.get().repeats == 0  # a weekend outage is not even counted as a repeat
 
 
 def test_a_failed_square_off_names_the_position(alpha, reliance):

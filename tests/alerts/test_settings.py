@@ -14,7 +14,7 @@ from django.conf import settings
 django.setup()
 from tradingportal.security import secret_values
 names = ("TELEGRAM_API_URL", "TELEGRAM_CHAT_ID", "ALERT_EMAILS", "ALERT_REPEAT_MINUTES", "ALERT_SEND_TIMEOUT",
-         "ALERT_SEND_ATTEMPTS", "ALERT_MARKET_HOURS", "PORTAL_BASE_URL", "EMAIL_BACKEND", "EMAIL_HOST",
+         "ALERT_SEND_ATTEMPTS", "PORTAL_BASE_URL", "EMAIL_BACKEND", "EMAIL_HOST",
          "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_USE_TLS", "EMAIL_TIMEOUT", "DEFAULT_FROM_EMAIL")
 resolved = {name: getattr(settings, name) for name in names}
 resolved["secrets"] = secret_values()

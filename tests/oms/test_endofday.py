@@ -13,7 +13,7 @@ from django_q.models import Schedule
 from rest_framework.test import APIClient
 
 from oms import state
-from oms.endofday import daily_stats_close, end_of_day_run
+from oms.endofday import daily_stats_close, end_of_day_run, trading_day
 from oms.models import DailyStats, Order, Strategy, StrategyAccess, Trade
 from tests.factories import InstrumentFactory
 from tests.oms.helpers import place, price
@@ -167,7 +167,7 @@ def test_the_run_skips_weekends_and_closes_a_day_the_worker_missed(manual, relia
     DailyStats.objects.create(strategy=manual, day=friday, orders=2, trades=2, updated_at=at(friday, "11:00"))
 
     assert end_of_day_run(now=at(saturday, "15:45")) == {
-        "skipped": "2026-05-30 is not a trading day (weekdays only, for now)"
+        "skipped": "2026-05-30 is not a trading day (the market calendar: weekend or holiday)"
     }
     assert DailyStats.objects.get(day=friday).closed_at is None
 
@@ -183,6 +183,14 @@ def test_the_run_skips_weekends_and_closes_a_day_the_worker_missed(manual, relia
     }
 
 
+def test_the_run_skips_a_holiday_closed_everywhere_but_not_one_with_a_session_somewhere(manual):
+    assert end_of_day_run(now=at(date(2026, 1, 26), "15:45")) == {
+        "skipped": "2026-01-26 is not a trading day (the market calendar: weekend or holiday)"
+    }  # Republic Day
+    assert not trading_day(date(2026, 3, 3), exchange="NSE") and trading_day(date(2026, 3, 3), exchange="MCX")
+    assert "2026-03-03" in end_of_day_run(now=at(date(2026, 3, 3), "23:59"))  # Holi: MCX's evening session
+
+
 def test_the_end_of_day_schedule_runs_the_task_as_the_cluster_would(manual, reliance, trader):
     schedule = Schedule.objects.get(name="oms: end of day")
     assert schedule.schedule_type == Schedule.DAILY and schedule.func == "oms.tasks.end_of_day_task"
@@ -192,7 +200,7 @@ def test_the_end_of_day_schedule_runs_the_task_as_the_cluster_would(manual, reli
     task = run_as_the_cluster_would("oms: end of day")
 
     assert task.success, task.result
-    if today().weekday() >= 5:
+    if not trading_day(today()):
         assert set(task.result) == {"skipped"}
     else:
         assert task.result[today().isoformat()]["closed"] == 1

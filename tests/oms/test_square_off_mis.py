@@ -110,9 +110,34 @@ def test_weekends_are_not_trading_days(reliance, trader):
     place(reliance, user=trader, quantity=10)
     saturday = MONDAY - timedelta(days=2)
     assert mis_square_off(now=at("15:15", saturday)) == {
-        "skipped": "2026-05-30 is not a trading day (weekdays only, for now)"
+        "skipped": "2026-05-30 is not a trading day (the market calendar: weekend or holiday)"
     }
     assert quantity(reliance) == 10
+
+
+def test_holidays_are_not_trading_days(reliance, trader):
+    price(reliance.instrument_token, "2500.00")
+    place(reliance, user=trader, quantity=10)
+    christmas = date(2026, 12, 25)  # a Friday: every exchange closed (the seeded calendar)
+    assert mis_square_off(now=at("15:15", christmas)) == {
+        "skipped": "2026-12-25 is not a trading day (the market calendar: weekend or holiday)"
+    }
+    assert quantity(reliance) == 10
+
+
+def test_on_an_nse_holiday_only_the_exchanges_that_trade_are_squared_off(reliance, trader):
+    crude = InstrumentFactory(tradingsymbol="CRUDEOIL26MARFUT", name="CRUDEOIL", exchange="MCX", segment="MCX-FUT",
+                              instrument_type="FUT", tick_size="1", lot_size=1, is_active=True)  # fmt: skip
+    price(reliance.instrument_token, "2500.00")
+    price(crude.instrument_token, "6000")
+    place(reliance, user=trader, quantity=10)
+    place(crude, user=trader, quantity=2)
+    holi = date(2026, 3, 3)  # NSE closed; MCX trades its evening session
+
+    done = mis_square_off(now=at("22:50", holi))
+
+    assert done["placed"] == 1 and done["failed"] == []
+    assert quantity(crude) == 0 and quantity(reliance) == 10
 
 
 def test_the_kill_switch_does_not_stop_the_square_off(reliance, trader):
@@ -251,3 +276,32 @@ def test_start_up_refuses_a_square_off_after_the_brokers(variables, message):
     result = manage("check", env=child_env(**variables))
     assert result.returncode != 0 and message in result.stderr
     assert ImproperlyConfigured.__name__ in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(MIS_SQUARE_OFF_RETRY_SECONDS=30)
+def test_a_square_off_kite_rejects_after_its_stop_was_cancelled_says_the_position_has_no_stop(
+    kite, live, infy
+):
+    from oms.risk import OrderRequest
+    from oms.services import order_place
+
+    position = live_position(live, infy)
+    stop = order_place(request=OrderRequest(transaction_type="SELL", quantity=10, product="MIS", order_type="SL-M",
+                                            trigger_price=D("1450.00")),
+                       user=None, idempotency_key="live-stop", strategy_name=live.name, instrument=infy).order  # fmt: skip
+    stop.refresh_from_db()
+    assert stop.broker_order_id  # working at Kite (TRIGGER PENDING there)
+    kite.fail_next("margin", method="POST")
+
+    done = mis_square_off(now=at("15:15"))
+
+    assert done["failed"] == [position.pk]
+    stop.refresh_from_db()
+    assert stop.status in (state.CANCEL_PENDING, state.CANCELLED)
+    rejected = Order.objects.get(source="mis_square_off", transaction_type="SELL", order_type="MARKET")
+    assert rejected.status == state.REJECTED
+    note = rejected.events.get(kind=OrderEvent.Kind.WARNING)
+    assert f"#{stop.pk}" in note.message and "no stop" in note.message
+    alert = Alert.objects.get(kind=Kind.SQUARE_OFF)
+    assert "Insufficient funds" in alert.body and "no stop" in alert.body

@@ -2,7 +2,10 @@
 //
 // A row whose instrument the feed stopped streaming ({"type": "removed"}) turns grey,
 // marked "not streaming", with its last price. A row without a tick for STALE_SECONDS
-// during NSE hours (09:15-15:30 IST, Mon-Fri) is marked "stale". Time is the exchange's
+// while its exchange trades is marked "stale"; while it does not, "market closed" with the
+// reason (weekend, the holiday, after the close) and the next open. Whether an exchange
+// trades comes from the server's market calendar with every status frame ("market"), by
+// the server's clock (NSE's weekday hours by the browser's until one arrives). Time is the exchange's
 // timestamp in IST (full mode only: quote and LTP packets carry none), never the
 // browser's clock. Bid/Ask show only while a visible instrument streams in full mode
 // (Kite sends depth only then). No inline script anywhere: the page runs under a
@@ -30,6 +33,7 @@
   var removedAt = {};
   var depthChanged = true;  // a row's depth, a filter or a removal changed: recount the Bid/Ask columns
   var socket = null;
+  var market = null;  // the server's market status: {at: its clock (ms), receivedAt: ours, exchanges}
   var retry = 0;
   var retryTimer = null;
 
@@ -99,6 +103,51 @@
     var day = ist.getUTCDay();
     var minutes = ist.getUTCHours() * 60 + ist.getUTCMinutes();
     return day !== 0 && day !== 6 && minutes >= MARKET_OPEN && minutes < MARKET_CLOSE;
+  }
+
+  // Whether ``exchange`` trades at ``now`` (browser ms) by the server's calendar and clock:
+  // {open, why} or null before the server said. Between frames its clock runs on with ours.
+  function marketFor(exchange, now) {
+    if (!market) return null;
+    var status = market.exchanges[exchange] || market.exchanges.NSE;
+    if (!status) return null;
+    var serverNow = market.at + (now - market.receivedAt);
+    var open = status.open;
+    if (open && status.closes_at && serverNow >= Date.parse(status.closes_at)) open = false;
+    if (!open && status.next_open && serverNow >= Date.parse(status.next_open)) open = true;
+    if (open === status.open) return { open: open, why: status.detail };
+    return { open: open, why: open ? exchange + " open" : exchange + " closed" };
+  }
+
+  function applyMarket(sent) {
+    market = { at: Date.parse(sent.at), receivedAt: Date.now(), exchanges: sent.exchanges || {} };
+    if (isNaN(market.at)) market = null;
+    renderMarket(Date.now());
+  }
+
+  // The market line: open while an exchange on the page trades, else closed and why.
+  function renderMarket(now) {
+    var pill = document.getElementById("market-state");
+    if (!pill || !market) return;
+    var seen = {}, exchanges = [];
+    for (var i = 0; i < body.rows.length; i++) {
+      var exchange = body.rows[i].dataset.token !== undefined && body.rows[i].cells[1] ? body.rows[i].cells[1].textContent : "";
+      if (exchange && !seen[exchange]) { seen[exchange] = true; exchanges.push(exchange); }
+    }
+    if (!exchanges.length) exchanges = ["NSE"];
+    var open = [], closed = null;
+    exchanges.forEach(function (exchange) {
+      var state = marketFor(exchange, now), status = market.exchanges[exchange] || market.exchanges.NSE;
+      if (!state || !status) return;
+      if (state.open) open.push(state.open === status.open ? status.detail : exchange + " open");
+      else if (!closed || (status.next_open && (!closed.next_open || status.next_open < closed.next_open))) closed = status;
+    });
+    var text = open.length ? "market open: " + open.join("; ")
+      : closed ? "market closed: " + (closed.why || closed.reason) + (closed.opens ? " (" + closed.exchange + " opens " + closed.opens + ")" : "")
+      : "market: unknown";
+    if (pill.textContent !== text) pill.textContent = text;
+    pill.dataset.open = open.length ? "1" : "0";
+    pill.className = "pill " + (open.length ? "pill-ok" : "pill-wait");
   }
 
   // The sparkline spans the whole box from its first points.
@@ -175,7 +224,7 @@
     var received = tick.received_at ? Date.parse(tick.received_at) : NaN;
     if (!isNaN(received) && now - received > CLOCK_TOLERANCE_MS) seen = received;
     row.dataset.seen = String(seen);
-    markStale(row, now, marketOpen(now));
+    markStale(row, now);
     var points = history[token] || (history[token] = []);
     points.push(Number(tick.last_price));
     if (points.length > SPARK_POINTS) points.shift();
@@ -189,7 +238,7 @@
       var row = document.getElementById("row-" + token);
       if (!row) return;
       row.classList.add("not-streaming");
-      row.classList.remove("stale");
+      row.classList.remove("stale", "market-closed");
       depthChanged = true;
       setBadge(row, "not streaming", "The feed no longer streams this instrument (deactivated or delisted): " +
         "the price shown is its last.");
@@ -197,17 +246,26 @@
     updateDepthColumns();
   }
 
-  function markStale(row, now, open) {
-    if (row.dataset.seen === undefined || row.classList.contains("not-streaming")) return;
-    var age = (now - Number(row.dataset.seen)) / 1000;
-    var stale = open && age > STALE_SECONDS;
+  // No tick while the exchange trades is an alarm ("stale"); outside its hours it is not.
+  function markStale(row, now) {
+    if (row.dataset.token === undefined || row.classList.contains("not-streaming")) return;
+    var state = marketFor(row.cells[1] ? row.cells[1].textContent : "NSE", now);
+    var open = state ? state.open : marketOpen(now);
+    var seen = row.dataset.seen;
+    var age = seen === undefined ? Infinity : (now - Number(seen)) / 1000;
+    var stale = open && seen !== undefined && age > STALE_SECONDS;
+    var closed = !open && state !== null && age > STALE_SECONDS;
     row.classList.toggle("stale", stale);
-    setBadge(row, stale ? "stale" : "", stale ? "no tick for " + Math.round(age) + " s during market hours" : "");
+    row.classList.toggle("market-closed", closed);
+    if (stale) setBadge(row, "stale", "no tick for " + Math.round(age) + " s during market hours");
+    else if (closed) setBadge(row, "market closed", state.why);
+    else setBadge(row, "", "");
   }
 
   function markAllStale() {
-    var now = Date.now(), open = marketOpen(now);
-    for (var i = 0; i < body.rows.length; i++) markStale(body.rows[i], now, open);
+    var now = Date.now();
+    for (var i = 0; i < body.rows.length; i++) markStale(body.rows[i], now);
+    renderMarket(now);
   }
 
   // Bid/Ask only while a visible, streaming instrument sends depth (full mode).
@@ -227,6 +285,7 @@
   // --- status, filter, connection ------------------------------------------------------------
 
   function applyStatus(status) {
+    if (status.market) applyMarket(status.market);
     var feed = document.getElementById("feed-state");
     feed.textContent = "feed: " + status.state + (status.feed === "simulator" ? " (simulator)" : "");
     feed.className = "pill " + (status.state === "connected" ? "pill-ok" : status.state === "idle" ? "pill-wait" : "pill-bad");
@@ -290,6 +349,10 @@
     };
   }
 
+  var marketLine = document.getElementById("market-state");
+  if (marketLine && marketLine.dataset.market) {
+    try { applyMarket(JSON.parse(marketLine.dataset.market)); } catch (e) { market = null; }
+  }
   filterBox.addEventListener("input", function () { applyFilter(); });
   setInterval(markAllStale, 1000);
   connect();
