@@ -32,6 +32,7 @@ from channels.layers import get_channel_layer
 from ingestion.latest import latest_discard, latest_store
 from ingestion.status import LoopHealth
 from ingestion.ticks import dumps, present
+from tradingportal import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class TickPublisher:
                     self._unsent.setdefault(token, text)  # a newer tick, if one came, goes instead
             else:
                 self.messages_published += 1
+        metrics.ticks_published(chunks, results)
         if failure is not None:
             self.publish_health.failed(failure)
         else:
