@@ -8,6 +8,7 @@ channels-redis and a Redis django-q2 broker. Values that must be set in producti
 (``SECRET_KEY``) have no default there.
 """
 
+import ipaddress
 import os
 import sys
 from datetime import time, timedelta
@@ -71,6 +72,8 @@ INSTALLED_APPS = [
     "ingestion",
     "oms",
     "alerts",
+    "kitesession",
+    "markets",
 ]
 
 MIDDLEWARE = [
@@ -227,6 +230,25 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)  # seconds
 if HEALTH_CHECK_TIMEOUT <= 0:
     raise ImproperlyConfigured("HEALTH_CHECK_TIMEOUT must be above 0 (seconds).")
 
+# --- metrics (/metrics, Prometheus) -----------------------------------------------------
+# Readable with `Authorization: Bearer <METRICS_TOKEN>`, or from an address in
+# METRICS_ALLOWED_NETWORKS (comma-separated CIDRs, e.g. 10.0.0.0/8,192.168.1.7/32); with
+# neither set, from loopback only. Database figures are read per scrape, each query limited
+# to METRICS_QUERY_TIMEOUT seconds. PROMETHEUS_MULTIPROC_DIR (the runner sets it) sums the
+# figures of every portal process.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_QUERY_TIMEOUT = env.float("METRICS_QUERY_TIMEOUT", default=2.0)
+if METRICS_QUERY_TIMEOUT <= 0:
+    raise ImproperlyConfigured("METRICS_QUERY_TIMEOUT must be above 0 (seconds).")
+METRICS_ALLOWED_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+for _network in env.list("METRICS_ALLOWED_NETWORKS", default=[]):
+    try:
+        METRICS_ALLOWED_NETWORKS.append(ipaddress.ip_network(_network.strip(), strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network; use CIDRs like 10.0.0.0/8 or 192.168.1.7"
+        ) from None
+
 # --- auth, i18n, static -------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -268,7 +290,7 @@ HTTPS = env.bool("HTTPS", default=not DEBUG)
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS
-SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^metrics/?$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
@@ -391,6 +413,21 @@ if min(KITE_ORDERS_PER_SECOND, KITE_ORDERS_PER_MINUTE, KITE_ORDERS_PER_DAY) < 1:
     raise ImproperlyConfigured("KITE_ORDERS_PER_SECOND, _PER_MINUTE and _PER_DAY must each be at least 1.")
 if not 0 < KITE_REQUEST_TIMEOUT <= 120:
     raise ImproperlyConfigured("KITE_REQUEST_TIMEOUT must be above 0 and at most 120 (seconds).")
+
+# --- Kite session (daily login from the portal: kitesession/) ---------------------------
+# /kite/login/ sends a desk user to KITE_LOGIN_URL; the access token Kite hands back is stored
+# encrypted with KITE_TOKEN_KEY (a Fernet key; make one with
+#   python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+# ). Checked when a login is attempted or a stored token is read, not at start-up: without a
+# key the portal runs on the bootstrap KITE_ACCESS_TOKEN(_FILE) only. A stored session wins over
+# the bootstrap token while it is valid (until the next 06:00 IST).
+KITE_TOKEN_KEY = env.str("KITE_TOKEN_KEY", default="")
+KITE_LOGIN_URL = env.str("KITE_LOGIN_URL", default="https://kite.zerodha.com/connect/login")
+# How long a login started at /kite/login/ may take to come back to /kite/callback/ (seconds).
+KITE_LOGIN_STATE_SECONDS = env.int("KITE_LOGIN_STATE_SECONDS", default=600)
+# The desk's Kite user id (e.g. AB1234): when set, a login as any other Kite user is refused
+# (any Zerodha client can log in to a Kite Connect app: the desk's orders must not go elsewhere).
+KITE_USER_ID = env.str("KITE_USER_ID", default="")
 
 # --- live data -------------------------------------------------------------------------
 # One-command mode without Redis runs the feed inside the web process (the in-memory
@@ -517,6 +554,44 @@ if not 0 <= MIS_SQUARE_OFF_RETRY_SECONDS <= 240:
         "MIS_SQUARE_OFF_RETRY_SECONDS must be 0 to 240 (the broker squares off minutes after)."
     )
 
+
+# --- market calendar (markets/: hours here, holidays in the admin; times HH:MM-HH:MM IST) -----------
+# MARKET_HOURS per exchange ("MCX=09:00-23:30,CDS=09:00-17:00", merged over the defaults). MCX's is
+# its close while the US is on daylight saving time (mid-March to early November); the rest of the
+# year MCX closes at MARKET_MCX_CLOSE_US_WINTER (MCX's circulars: 23:30 in the US summer, 23:55 in
+# its winter; non-agri commodities). MCX's evening session (a holiday row "evening session only")
+# starts at MARKET_MCX_EVENING_OPENS. Each process reloads the holidays every
+# MARKET_CALENDAR_REFRESH_SECONDS, at once when another saved one (via the cache), and daily.
+def _hours_table(name: str, defaults: dict[str, str]) -> dict[str, str]:
+    table = dict(defaults)
+    for part in filter(None, (p.strip() for p in env.str(name, default="").split(","))):
+        exchange, _, hours = part.partition("=")
+        opens, _, closes = hours.partition("-")
+        if not exchange.strip().isalnum() or not closes:
+            raise ImproperlyConfigured(f"{name}: {part!r} is not EXCHANGE=HH:MM-HH:MM, e.g. MCX=09:00-23:30.")
+        label = f"{name} ({exchange.strip()})"
+        opens, closes = _clock(label, opens), _clock(label, closes)
+        if opens >= closes:
+            raise ImproperlyConfigured(f"{name}: {part!r}: the open must be before the close (same day).")
+        table[exchange.strip().upper()] = f"{opens}-{closes}"
+    return table
+
+
+_EQUITY_HOURS = "09:15-15:30"
+MARKET_HOURS = _hours_table("MARKET_HOURS", {
+    "NSE": _EQUITY_HOURS, "BSE": _EQUITY_HOURS, "NFO": _EQUITY_HOURS, "BFO": _EQUITY_HOURS,
+    "CDS": "09:00-17:00", "BCD": "09:00-17:00", "MCX": "09:00-23:30",
+})  # fmt: skip
+MARKET_MCX_CLOSE_US_WINTER = _clock(
+    "MARKET_MCX_CLOSE_US_WINTER", env.str("MARKET_MCX_CLOSE_US_WINTER", default="23:55")
+)
+MARKET_MCX_EVENING_OPENS = _clock(
+    "MARKET_MCX_EVENING_OPENS", env.str("MARKET_MCX_EVENING_OPENS", default="17:00")
+)
+MARKET_CALENDAR_REFRESH_SECONDS = env.float("MARKET_CALENDAR_REFRESH_SECONDS", default=300.0)
+if MARKET_CALENDAR_REFRESH_SECONDS <= 0:
+    raise ImproperlyConfigured("MARKET_CALENDAR_REFRESH_SECONDS must be above 0.")
+
 # --- instrument master ----------------------------------------------------------------
 UPSTOX_INSTRUMENTS_URL = env.str(
     "UPSTOX_INSTRUMENTS_URL",
@@ -578,9 +653,13 @@ ALERT_REPEAT_MINUTES = env.float("ALERT_REPEAT_MINUTES", default=30.0)
 # Tries per alert in all: the first, then retries after 1, 2, 4, ... minutes (alerts_retry_task).
 ALERT_SEND_ATTEMPTS = env.int("ALERT_SEND_ATTEMPTS", default=5)
 ALERT_FEED_DOWN_SECONDS = env.float("ALERT_FEED_DOWN_SECONDS", default=60.0)
-# When the feed being down is alerted: weekdays, HH:MM-HH:MM IST (NSE/BSE cash and F&O;
-# a desk on MCX would use 09:00-23:30).
-ALERT_MARKET_HOURS = env.str("ALERT_MARKET_HOURS", default="09:15-15:30")
+# The feed being down is alerted while an exchange it streams trades: the market calendar
+# decides (MARKET_HOURS and the holidays in the admin), no longer ALERT_MARKET_HOURS.
+if "ALERT_MARKET_HOURS" in os.environ:
+    raise ImproperlyConfigured(
+        "ALERT_MARKET_HOURS is no longer read: the market calendar decides when a feed outage is alerted "
+        "(MARKET_HOURS per exchange, holidays in the admin); remove ALERT_MARKET_HOURS from the environment."
+    )
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="").rstrip("/")
 if (
     ALERT_SEND_TIMEOUT <= 0
@@ -591,15 +670,6 @@ if (
     raise ImproperlyConfigured(
         "ALERT_SEND_TIMEOUT and ALERT_REPEAT_MINUTES must be above 0, ALERT_SEND_ATTEMPTS at least 1, "
         "ALERT_FEED_DOWN_SECONDS 0 or more."
-    )
-try:
-    _opens, _closes = (time.fromisoformat(_part) for _part in ALERT_MARKET_HOURS.split("-"))
-    _hours_ok = _opens < _closes
-except ValueError:
-    _hours_ok = False
-if not _hours_ok:
-    raise ImproperlyConfigured(
-        f"ALERT_MARKET_HOURS={ALERT_MARKET_HOURS!r}: use HH:MM-HH:MM (IST), e.g. 09:15-15:30."
     )
 _portal = urlsplit(PORTAL_BASE_URL)
 if PORTAL_BASE_URL and (
