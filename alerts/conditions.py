@@ -147,18 +147,25 @@ def alert_kite_login_needed(*, detail: str = "", order: Any = None) -> Alert | N
         lines.append(
             f"Found on LIVE order {order.pk} ({_instrument(order)}, strategy {order.strategy.name})."
         )
+        order_page = admin_path(order)
+        if order_page:
+            lines.append(f"The order: {settings.PORTAL_BASE_URL}{order_page}")
     if detail:
         lines.append(f"Kite said: {detail}")
+    login = reverse("kite-login")
     lines.append(
-        "LIVE orders are rejected and the Kite feed stays down until a new token is saved "
-        "(KITE_ACCESS_TOKEN_FILE): log in to Kite and save today's token."
+        "LIVE orders are rejected and the Kite feed stays down until someone logs in to Kite: open "
+        f'{settings.PORTAL_BASE_URL}{login} ("Log in to Kite" in the admin and on the dashboard; it needs the '
+        'permission "Can log in to Kite for the desk"). The feed and the broker pick up the new session '
+        "without a restart. Desks that script their login may instead write today's token to the bootstrap "
+        "file, KITE_ACCESS_TOKEN_FILE."
     )
     return alert_raise(
         kind=Kind.KITE_LOGIN,
         key="kite",
         subject="Kite login needed: the access token was refused",
         body="\n".join(lines),
-        link=admin_path(order) if order is not None else admin_list_path("instruments_instrument"),
+        link=login,
         severity=Severity.CRITICAL,
     )
 

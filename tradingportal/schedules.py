@@ -110,6 +110,15 @@ def _next_daily(at: time, now: datetime) -> datetime:
     return candidate
 
 
+def schedules_cluster() -> str | None:
+    """The cluster the schedules are for. django-q2 runs a schedule without a cluster only in
+    a cluster that keeps its default name; one named by ``Q_CLUSTER_NAME`` (a queue of its own
+    on a shared Redis) runs only the schedules that name it, so they are registered for it."""
+    from django_q.conf import Conf
+
+    return None if Conf.CLUSTER_NAME == Conf.PREFIX else Conf.CLUSTER_NAME
+
+
 def schedules_register(*, now: datetime | None = None, dry_run: bool = False) -> dict[str, str]:
     """Create or correct every planned schedule; returns {name: created|updated|unchanged}.
 
@@ -118,6 +127,7 @@ def schedules_register(*, now: datetime | None = None, dry_run: bool = False) ->
     from django_q.models import Schedule
 
     now = now or timezone.now()
+    cluster = schedules_cluster()
     outcome: dict[str, str] = {}
     with transaction.atomic():
         for plan in planned_schedules():
@@ -128,6 +138,7 @@ def schedules_register(*, now: datetime | None = None, dry_run: bool = False) ->
                 "minutes": plan.minutes,
                 "kwargs": kwargs,
                 "repeats": -1,
+                "cluster": cluster,
             }
             existing = Schedule.objects.filter(name=plan.name).order_by("id")
             schedule = existing.first()

@@ -100,13 +100,18 @@ def test_a_reconciliation_issue_names_the_difference_and_the_instrument():
     assert alert.link == ""  # no admin page for this stand-in; the real model's page is linked
 
 
-def test_kite_login_needed_links_the_order_it_was_found_on(alpha, reliance, settings):
+def test_kite_login_needed_links_the_portals_kite_login_and_names_the_order(alpha, reliance, settings):
     settings.PORTAL_BASE_URL = "https://desk.example.com"
     order = live_order(alpha, reliance, status_message="Incorrect `api_key` or `access_token`.")
     alert = alert_kite_login_needed(detail=order.status_message, order=order)
     assert alert.subject == "Kite login needed: the access token was refused"
     assert f"LIVE order {order.pk} (NSE:RELIANCE, strategy alpha)" in alert.body
-    assert alert.link == f"https://desk.example.com/admin/oms/order/{order.pk}/change/"
+    assert f"https://desk.example.com/admin/oms/order/{order.pk}/change/" in alert.body
+    # What to do: log in at the portal (the link, absolute); the token file only as the bootstrap.
+    assert alert.link == "https://desk.example.com/kite/login/"
+    assert "open https://desk.example.com/kite/login/" in alert.body
+    assert "save today's token" not in alert.body
+    assert "bootstrap file, KITE_ACCESS_TOKEN_FILE" in alert.body
     # Found again by the feed: the same condition, counted, not sent again.
     assert alert_kite_login_needed(detail="403 TokenException").pk == alert.pk
     assert Alert.objects.get().repeats == 1

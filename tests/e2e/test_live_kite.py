@@ -10,7 +10,6 @@ import json
 from decimal import Decimal
 
 import pytest
-from django_q.models import Schedule
 
 from oms.models import Mode, Order, Position, Strategy
 from tests.conftest import requires_redis
@@ -80,9 +79,6 @@ def test_a_live_order_reaches_kite_once_and_postback_and_reconciliation_bring_it
         kite.instrument_tokens["NSE:INFY"] = 408065
         env = runner_env(tmp_path, redis=True, port=port, **kite_env(kite))
         with portal(tmp_path, env) as started:
-            # The runner's cluster has a queue of its own (Q_CLUSTER_NAME, for a shared Redis):
-            # django-q2 then runs only the schedules named for it, so the reconciliation's is.
-            Schedule.objects.filter(name="oms: reconciliation").update(cluster=env["Q_CLUSTER_NAME"])
             api = Client(port, Token.objects.create(user=desk).key)
             body = {"strategy": "live-desk", "exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "BUY",
                     "quantity": 10, "product": "MIS", "order_type": "SL-M", "trigger_price": "1500.00"}  # fmt: skip
@@ -173,7 +169,6 @@ def test_a_web_process_killed_while_kite_places_the_order_leaves_it_found_by_its
     with FakeKite() as kite:
         env = runner_env(tmp_path, redis=True, port=port, **kite_env(kite, KITE_REQUEST_TIMEOUT="30"))
         with portal(tmp_path, env) as started:
-            Schedule.objects.filter(name="oms: reconciliation").update(cluster=env["Q_CLUSTER_NAME"])
             api = Client(port, Token.objects.create(user=desk).key)
             body = {"strategy": "live-desk", "exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "BUY",
                     "quantity": 2, "product": "MIS", "order_type": "LIMIT", "price": "1500.00"}  # fmt: skip

@@ -165,3 +165,17 @@ def test_register_schedules_explains_a_bad_time_setting():
 
     with override_settings(SYNC_DAILY_AT="25:00"), pytest.raises(CommandError, match="SYNC_DAILY_AT='25:00'"):
         register_schedules()
+
+
+def test_a_named_cluster_gets_the_schedules(monkeypatch):
+    """django-q2 runs schedules without a cluster only in a cluster keeping its default name: a
+    cluster named by Q_CLUSTER_NAME would never run them, so they are registered for it."""
+    from django_q.conf import Conf
+
+    assert set(Schedule.objects.values_list("cluster", flat=True)) == {None}
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", "desk-two")
+    assert set(schedules_register().values()) == {"updated"}
+    assert set(Schedule.objects.values_list("cluster", flat=True)) == {"desk-two"}
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", Conf.PREFIX)
+    assert set(schedules_register().values()) == {"updated"}
+    assert set(Schedule.objects.values_list("cluster", flat=True)) == {None}
