@@ -103,6 +103,8 @@ def runner_env(tmp_path: Path, *, redis: bool, port: int, **extra: str) -> dict[
         PORT=str(port),
         ENV_FILE=str(tmp_path / "portal.env"),
         WORKER_CACHE_DIR=str(tmp_path / "worker-cache"),
+        # The runner empties its metrics folder at start: one of its own, not another test's.
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
         Q_CLUSTER_NAME=f"e2e{os.getpid()}",  # a queue of its own on a shared Redis
         PORTAL_ADMIN_USER="operator-e2e",
         PORTAL_ADMIN_PASSWORD="desk-pass-123",
