@@ -19,41 +19,16 @@ from django.utils import timezone
 
 from alerts.models import Alert
 from oms import state
-from oms.brokers.kite import KiteBroker, kite_order_rate_reset, order_tag
+from oms.brokers.kite import KiteBroker, order_tag
 from oms.models import Order, OrderEvent, Position, ReconciliationIssue, ReconciliationRun, Strategy, Trade
 from oms.reconciliation import LOCK, reconciliation_run, reconciliation_scheduled
 from oms.updates import Fill, OrderUpdate, order_update
-from tests.factories import InstrumentFactory
-from tests.fakes.kite_rest import FakeKite
+from tests.oms import book_fixtures
 from tradingportal.locks import LockHeld, named_lock
 
+kite, live, infy = book_fixtures.kite, book_fixtures.live, book_fixtures.infy  # shared fixtures
 pytestmark = pytest.mark.django_db(transaction=False)
 _keys = itertools.count(1)
-
-
-@pytest.fixture
-def kite(settings):
-    with FakeKite() as fake:
-        settings.KITE_API_URL = fake.url
-        settings.KITE_API_KEY = fake.api_key
-        settings.KITE_ACCESS_TOKEN = fake.access_token
-        settings.KITE_ACCESS_TOKEN_FILE = ""
-        settings.KITE_REQUEST_TIMEOUT = 5.0
-        kite_order_rate_reset()
-        yield fake
-        kite_order_rate_reset()
-
-
-@pytest.fixture
-def live(db):
-    return Strategy.objects.create(name="live-desk", mode="LIVE", capital=D("1000000"))
-
-
-@pytest.fixture
-def infy(db):
-    return InstrumentFactory(
-        tradingsymbol="INFY", instrument_token=408065, exchange="NSE", tick_size=D("0.05")
-    )
 
 
 def live_order(strategy, instrument, *, quantity=10, order_type="LIMIT", price="1500.05", side="BUY",

@@ -12,41 +12,16 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from oms import state
-from oms.brokers.kite import KiteBroker, kite_order_rate_reset
-from oms.models import Order, OrderEvent, Position, ReconciliationIssue, ReconciliationRun, Strategy, Trade
+from oms.brokers.kite import KiteBroker
+from oms.models import Order, OrderEvent, Position, ReconciliationIssue, ReconciliationRun, Trade
 from oms.reconciliation import reconciliation_run
 from oms.updates import OrderUpdate, order_update
-from tests.factories import InstrumentFactory
-from tests.fakes.kite_rest import FakeKite
+from tests.oms import book_fixtures
 
+kite, live, infy = book_fixtures.kite, book_fixtures.live, book_fixtures.infy  # shared fixtures
 pytestmark = pytest.mark.django_db
 _keys = itertools.count(1)
 ISSUES = "/admin/oms/reconciliationissue/"
-
-
-@pytest.fixture
-def kite(settings):
-    with FakeKite() as fake:
-        settings.KITE_API_URL = fake.url
-        settings.KITE_API_KEY = fake.api_key
-        settings.KITE_ACCESS_TOKEN = fake.access_token
-        settings.KITE_ACCESS_TOKEN_FILE = ""
-        settings.KITE_REQUEST_TIMEOUT = 5.0
-        kite_order_rate_reset()
-        yield fake
-        kite_order_rate_reset()
-
-
-@pytest.fixture
-def live(db):
-    return Strategy.objects.create(name="live-desk", mode="LIVE", capital=D("1000000"))
-
-
-@pytest.fixture
-def infy(db):
-    return InstrumentFactory(
-        tradingsymbol="INFY", instrument_token=408065, exchange="NSE", tick_size=D("0.05")
-    )
 
 
 def live_order(strategy, instrument, *, quantity=10, order_type="LIMIT", price="1500.05", send=True):
