@@ -142,7 +142,7 @@ def alert_reconciliation_issue(*, issue: Any) -> Alert | None:
 def alert_kite_login_needed(*, detail: str = "", order: Any = None) -> Alert | None:
     """Kite refused the access token (it expires every morning): LIVE orders and the Kite
     feed stop until someone logs in. ``order``: the order it was found on, if any."""
-    lines = ["Kite refused the access token (it expires every morning around 06:00 IST)."]
+    lines = ["The Kite access token expired or Kite refused it (it expires every morning around 06:00 IST)."]
     if order is not None:
         lines.append(
             f"Found on LIVE order {order.pk} ({_instrument(order)}, strategy {order.strategy.name})."
@@ -167,7 +167,28 @@ def alert_kite_login_needed(*, detail: str = "", order: Any = None) -> Alert | N
         body="\n".join(lines),
         link=login,
         severity=Severity.CRITICAL,
+        repeat_since=_kite_outage_since(),
     )
+
+
+def _kite_outage_since() -> datetime | None:
+    """Since when "Kite login needed" has been one outage: the last login saved at the portal
+    or the last newly refused bootstrap token (a new token was in use before it), whichever is
+    later. Until then the alert is sent once, however long nobody logs in."""
+    from django.db.models import Max
+
+    from kitesession.models import KiteSession, RefusedToken
+
+    try:
+        moments = [
+            KiteSession.objects.aggregate(at=Max("created_at"))["at"],
+            RefusedToken.objects.aggregate(at=Max("refused_at"))["at"],
+        ]
+    except Exception:  # noqa: BLE001 - the alert still goes, with the usual repeat window
+        logger.exception("could not read the Kite sessions for the login-needed alert")
+        return None
+    known = [moment for moment in moments if moment is not None]
+    return max(known) if known else None
 
 
 def streamed_exchanges() -> list[str]:

@@ -76,6 +76,7 @@ def alert_raise(
     link: str = "",
     severity: str = Severity.WARNING,
     now: datetime | None = None,
+    repeat_since: datetime | None = None,
 ) -> Alert | None:
     """Record the condition ``(kind, key)`` and queue its sending on the worker, or, when
     the same condition was raised less than ``ALERT_REPEAT_MINUTES`` ago, count this as a
@@ -84,14 +85,17 @@ def alert_raise(
 
     ``link``: the admin page that shows what the alert is about, as a path
     (``/admin/oms/order/12/change/``); made absolute with ``PORTAL_BASE_URL`` when set.
-    ``now``: the clock (tests, replays). Inside the caller's transaction the alert is
-    written in a savepoint (a failure leaves the caller's transaction usable) and is sent
-    only if that transaction commits; async code calls it through ``sync_to_async``.
+    ``repeat_since``: a condition that lasts until someone acts (a Kite login needed) is a
+    repeat of the same alert raised since that moment, however long ago, instead of within
+    ``ALERT_REPEAT_MINUTES``. ``now``: the clock (tests, replays). Inside the caller's
+    transaction the alert is written in a savepoint (a failure leaves the caller's
+    transaction usable) and is sent only if that transaction commits; async code calls it
+    through ``sync_to_async``.
     """
     what = f"recording a {kind} alert"
     try:
         alert = _raise(kind=str(kind), key=str(key), subject=str(subject), body=str(body), link=str(link or ""),
-                       severity=str(severity), now=now or timezone.now())  # fmt: skip
+                       severity=str(severity), now=now or timezone.now(), repeat_since=repeat_since)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - an alert must never break the caller's path
         _failed(what, exc)
         return None
@@ -99,7 +103,10 @@ def alert_raise(
     return alert
 
 
-def _raise(*, kind: str, key: str, subject: str, body: str, link: str, severity: str, now: datetime) -> Alert:
+def _raise(
+    *, kind: str, key: str, subject: str, body: str, link: str, severity: str, now: datetime,
+    repeat_since: datetime | None = None,
+) -> Alert:  # fmt: skip
     if kind not in Kind.values:
         logger.warning("alert kind %r is not one of %s; recorded anyway", kind, ", ".join(Kind.values))
     if severity not in Severity.values:
@@ -108,13 +115,11 @@ def _raise(*, kind: str, key: str, subject: str, body: str, link: str, severity:
         )
         severity = Severity.WARNING
     key = _key(key)
-    window = timedelta(minutes=settings.ALERT_REPEAT_MINUTES)
+    since = now - timedelta(minutes=settings.ALERT_REPEAT_MINUTES) if repeat_since is None else repeat_since
     with transaction.atomic():
         _condition_lock(kind, key)
         existing = (
-            Alert.objects.filter(kind=kind, key=key, created_at__gt=now - window)
-            .order_by("-created_at")
-            .first()
+            Alert.objects.filter(kind=kind, key=key, created_at__gt=since).order_by("-created_at").first()
         )
         if existing is not None:
             Alert.objects.filter(pk=existing.pk).update(repeats=F("repeats") + 1, last_raised_at=now)

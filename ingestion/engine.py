@@ -142,6 +142,8 @@ class IngestionEngine:
         self._to_match: dict[int, dict[str, Any]] = {}
         self._down_since: datetime | None = None  # when the feed last stopped streaming
         self._next_alert_check = 0.0
+        # "Kite login needed" was raised for this outage: once, not every ALERT_REPEAT_MINUTES.
+        self._kite_login_alerted = False
         self.publisher.on_presented = self._to_match.update
         self._rate = 0.0
         self._order_tasks: set[asyncio.Task[Any]] = set()
@@ -545,6 +547,7 @@ class IngestionEngine:
         state = status["state"]
         if state in ("connected", "idle"):
             self._down_since = None
+            self._kite_login_alerted = False
             return
         now = timezone.now()
         if self._down_since is None:
@@ -552,8 +555,11 @@ class IngestionEngine:
         if time.monotonic() < self._next_alert_check:
             return
         self._next_alert_check = time.monotonic() + ALERT_CHECK_SECONDS
-        if state == "auth_failed" and self.feed == "kite":
-            await self._db(functools.partial(alert_kite_login_needed, detail=status.get("error", "")))
+        if state == "auth_failed" and self.feed == "kite" and not self._kite_login_alerted:
+            # Once per outage (the issue: "an alert fires once"), however long nobody logs in:
+            # alert_raise alone would send it again every ALERT_REPEAT_MINUTES.
+            alert = await self._db(functools.partial(alert_kite_login_needed, detail=status.get("error", "")))
+            self._kite_login_alerted = alert is not None
         await self._db(functools.partial(alert_feed_down, state=state, down_since=self._down_since,
                                          error=status.get("error", "")))  # fmt: skip
 

@@ -117,6 +117,28 @@ def test_kite_login_needed_links_the_portals_kite_login_and_names_the_order(alph
     assert Alert.objects.get().repeats == 1
 
 
+def test_kite_login_needed_is_sent_once_per_outage_however_long_nobody_logs_in(settings):
+    """The issue: at rollover "an alert fires once". The feed, reconciliation and LIVE orders
+    keep finding the dead token; past ALERT_REPEAT_MINUTES that is still the same outage (a
+    repeat, not sent again) until a new login; the next outage alerts again."""
+    from cryptography.fernet import Fernet
+
+    from kitesession.store import session_save
+
+    settings.KITE_TOKEN_KEY = Fernet.generate_key().decode()
+    session_save(access_token="yesterdays-token", user_id="AB1234", actor="desk",
+                 now=timezone.now() - timedelta(days=1))  # fmt: skip
+    first = alert_kite_login_needed(detail="403 Forbidden")
+    Alert.objects.update(created_at=timezone.now() - timedelta(hours=3))  # long past the repeat window
+    again = alert_kite_login_needed(detail="TokenException")
+    assert again.pk == first.pk and Alert.objects.get().repeats == 1
+
+    session_save(access_token="todays-token", user_id="AB1234", actor="desk")  # logged in again
+    Alert.objects.update(created_at=timezone.now() - timedelta(minutes=1))  # the last outage's alert
+    next_outage = alert_kite_login_needed(detail="403 Forbidden")
+    assert next_outage.pk != first.pk and Alert.objects.count() == 2
+
+
 def test_market_hours_are_the_calendar_s_for_nse_when_nothing_streams():
     assert market_hours(MONDAY_10)
     assert not market_hours(MONDAY_10.replace(hour=9, minute=14))

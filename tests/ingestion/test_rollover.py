@@ -325,3 +325,44 @@ def test_a_refused_token_rejects_live_orders_without_calling_kite_again_until_a_
     third.refresh_from_db()
     assert third.broker_order_id and third.status != state.REJECTED
     assert [call.headers["authorization"].endswith(fresh) for call in kite.calls] == [False, True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_feed_refused_all_morning_alerts_kite_login_needed_once_until_it_streams_again(settings):
+    """The issue: "an alert fires once". The feed asks the alerts every ALERT_CHECK_SECONDS while
+    it is down; a login-needed alert older than ALERT_REPEAT_MINUTES must not be sent again while
+    the same outage lasts (nobody logged in yet). The next outage (tomorrow's rollover) alerts."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts.models import Alert, Kind
+
+    settings.KITE_API_KEY = "key"
+    engine = IngestionEngine(url="ws://127.0.0.1:9/", credentials=kite_credentials, feed="kite")
+    refused = {"state": "auth_failed", "error": "Kite login needed: 403 Forbidden"}
+
+    def kite_alerts() -> int:
+        return Alert.objects.filter(kind=Kind.KITE_LOGIN).count()
+
+    async def check(status) -> None:
+        engine._next_alert_check = 0.0  # as if ALERT_CHECK_SECONDS had passed
+        await engine._alert_when_down(status)
+
+    async def age_the_alerts() -> None:  # older than ALERT_REPEAT_MINUTES: a new one would be sent
+        await sync_to_async(lambda: Alert.objects.update(created_at=timezone.now() - timedelta(hours=2)))()
+
+    async def run() -> list[int]:
+        counts = []
+        await check(refused)
+        counts.append(await sync_to_async(kite_alerts)())
+        await age_the_alerts()
+        await check(refused)  # two hours later, still nobody logged in
+        counts.append(await sync_to_async(kite_alerts)())
+        await check({"state": "connected"})  # logged in: streaming again
+        await age_the_alerts()
+        await check(refused)  # the next morning's rollover
+        counts.append(await sync_to_async(kite_alerts)())
+        return counts
+
+    assert asyncio.run(run()) == [1, 1, 2]
