@@ -193,9 +193,11 @@ async def health_report() -> dict[str, Any]:
 
 
 def public_report(report: dict[str, Any]) -> dict[str, Any]:
-    """What anyone may see: the status and each check's ok/failed, nothing else."""
+    """What anyone may see: the status, each check's ok/failed, and the Kite session's state
+    word (so the person on call sees "login_needed"; its user, expiry and detail are not shown)."""
     return {
         "ok": report["ok"],
         "status": report["status"],
         "checks": {name: {"ok": check["ok"]} for name, check in report["checks"].items()},
+        "kite": {"state": report["kite"]["state"]},
     }

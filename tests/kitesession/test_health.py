@@ -31,11 +31,13 @@ def test_the_kite_section_shows_the_session_without_its_token(staff_client, kite
     assert (refused.status_code, refused.json()["status"]) == (before.status_code, before.json()["status"])
 
 
-def test_anonymous_callers_do_not_see_the_kite_section(client, kite_settings):
+def test_anonymous_callers_see_only_the_sessions_state(client, kite_settings):
     session_save(access_token="stored-secret-token", user_id="AB1234", actor="test")
     body = client.get("/healthz").json()
-    assert "kite" not in body
-    assert "AB1234" not in str(body)
+    assert body["kite"] == {"state": "valid"}
+    assert "AB1234" not in str(body) and "stored-secret-token" not in str(body)
+    token_refused(token="stored-secret-token", detail="TokenException", source="ticker", alert=False)
+    assert client.get("/healthz").json()["kite"] == {"state": "login_needed"}
 
 
 def test_not_configured_says_so(staff_client, kite_settings):

@@ -61,7 +61,7 @@ def test_anonymous_callers_get_the_status_and_each_checks_ok_only(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"ok", "status", "checks"}
+    assert set(body) == {"ok", "status", "checks", "kite"}
     assert body["ok"] is True
     assert set(body["checks"]) == {"database", "cache", "channel_layer", "worker", "ingestion"}
     assert all(set(check) == {"ok"} for check in body["checks"].values())
@@ -89,7 +89,7 @@ def test_staff_see_the_details(client, staff_user):
 def test_a_logged_in_user_who_is_not_staff_gets_no_details(client, plain_user):
     client.force_login(plain_user)
     body = client.get("/healthz").json()
-    assert set(body) == {"ok", "status", "checks"}
+    assert set(body) == {"ok", "status", "checks", "kite"}
 
 
 @override_settings(HEALTHZ_TOKEN=TOKEN)
@@ -97,13 +97,18 @@ def test_the_bearer_token_shows_the_details_and_a_wrong_one_does_not(client):
     good = client.get("/healthz", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert "latency_ms" in good["checks"]["cache"] and "ingestion" in good
     wrong = client.get("/healthz", headers={"Authorization": f"Bearer {TOKEN[:-1]}x"}).json()
-    assert set(wrong) == {"ok", "status", "checks"}
-    assert set(client.get("/healthz", headers={"Authorization": TOKEN}).json()) == {"ok", "status", "checks"}
+    assert set(wrong) == {"ok", "status", "checks", "kite"}
+    assert set(client.get("/healthz", headers={"Authorization": TOKEN}).json()) == {
+        "ok",
+        "status",
+        "checks",
+        "kite",
+    }
 
 
 def test_without_a_configured_token_no_bearer_value_is_accepted(client):
     body = client.get("/healthz", headers={"Authorization": "Bearer "}).json()
-    assert set(body) == {"ok", "status", "checks"}
+    assert set(body) == {"ok", "status", "checks", "kite"}
 
 
 @override_settings(HEALTHZ_TOKEN=TOKEN)
