@@ -183,7 +183,8 @@ def test_runner_serves_the_portal_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert started.worker()["workers"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             anonymous = json.load(response)
-        assert set(anonymous) == {"ok", "status", "checks"} and anonymous["status"] == "ok"
+        assert set(anonymous) == {"ok", "status", "checks", "kite"} and anonymous["status"] == "ok"
+        assert anonymous["kite"] == {"state": "not_configured"}  # the simulator: no Kite configured
         with urllib.request.urlopen(f"http://localhost:{port}/admin/login/", timeout=5) as response:
             assert "Kite Trading Desk" in response.read().decode()
         output = started.output()
