@@ -44,7 +44,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection
@@ -567,7 +567,20 @@ class IngestionEngine:
 async def ingestion_run(
     *, stop: asyncio.Event, simulate: bool | None = None, simulator_port: int = 0
 ) -> None:
-    """Run the ingestion until ``stop``; with ``simulate``, against the built-in simulator."""
+    """Run the ingestion until ``stop``; with ``simulate``, against the built-in simulator.
+
+    Its database work gets a thread of its own (``ThreadSensitiveContext``) instead of the
+    one thread that every other thread-sensitive call of the process shares. In the web
+    process (the embedded arrangement) the dashboards' sockets read the market calendar
+    there: while a database call of the feed waited (the risk monitor's write behind an
+    operator's transaction holding SQLite's lock), every row of every dashboard got no
+    ticks.
+    """
+    async with ThreadSensitiveContext():
+        await _ingestion_run(stop=stop, simulate=simulate, simulator_port=simulator_port)
+
+
+async def _ingestion_run(*, stop: asyncio.Event, simulate: bool | None, simulator_port: int) -> None:
     if simulate is None:
         simulate = settings.INGESTION_SIMULATE
     simulator: KiteSimulator | None = None

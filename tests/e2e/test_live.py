@@ -228,3 +228,78 @@ def manage_argv(*args: str) -> list[str]:
     import sys
 
     return [sys.executable, str(BASE_DIR / "manage.py"), *args]
+
+
+def test_rows_keep_ticking_while_an_active_set_change_holds_the_database(desk, tmp_path):
+    """The embedded arrangement: an operator's change that holds SQLite's write lock for a
+    while (an admin action, a sync in one transaction) makes the feed's database work wait
+    (the risk monitor's writes). The dashboards' sockets must not wait with it: the
+    instruments that stay active keep ticking while the lock is held, and the deactivated
+    one is removed once it commits."""
+    import sqlite3
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("holds SQLite's database-wide write lock")
+    _, nifty, reliance, idle = desk
+    type(idle).objects.filter(pk=idle.pk).update(is_active=True)
+    untouched = {nifty.instrument_token, reliance.instrument_token}
+    port = free_port()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        db = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+        try:
+            db.execute("BEGIN EXCLUSIVE")
+            db.execute(
+                "UPDATE instruments SET is_active = 0 WHERE instrument_token = ?", (idle.instrument_token,)
+            )
+            locked.set()
+            release.wait(60)
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    env = portal_env(redis=False, INGESTION_IN_PROCESS="1", INGESTION_SIMULATE="1")
+    with running(uvicorn_argv(port), env, tmp_path / "web.log"):
+        wait_for(lambda: port_open(port), timeout=30, what="uvicorn")
+        cookie = login_cookie(port, "desk", "desk-pass-123")
+
+        async def run() -> list[int]:
+            async with connect(f"ws://127.0.0.1:{port}/ws/ticks/", additional_headers={"Cookie": cookie},
+                               origin=f"http://127.0.0.1:{port}", open_timeout=10) as ws:  # fmt: skip
+
+                async def ticks_of_each(count: int) -> None:
+                    seen = dict.fromkeys(untouched, 0)
+                    while min(seen.values()) < count:
+                        message = json.loads(await ws.recv())
+                        for tick in message["ticks"] if message["type"] == "ticks" else []:
+                            if tick["instrument_token"] in seen:
+                                seen[tick["instrument_token"]] += 1
+
+                await asyncio.wait_for(ticks_of_each(1), 30)  # streaming
+                holder = threading.Thread(target=hold_the_write_lock)
+                holder.start()
+                try:
+                    assert await asyncio.to_thread(locked.wait, 10), "could not take the write lock"
+                    # Eight ticks of each while the lock is held (the simulator ticks each
+                    # once a second; the feed's database work waits from its next risk check,
+                    # within OMS_RISK_MONITOR_SECONDS). Well within SQLite's 30 s busy
+                    # timeout, after which the waiting write would fail and free the thread.
+                    await asyncio.wait_for(ticks_of_each(8), 20)
+                    assert holder.is_alive()  # still held: the ticks came through it
+                finally:
+                    release.set()
+                    await asyncio.to_thread(holder.join, 60)
+
+                async def first_removed() -> list[int]:
+                    while True:
+                        message = json.loads(await ws.recv())
+                        if message["type"] == "removed":
+                            return message["tokens"]
+
+                return await asyncio.wait_for(first_removed(), 30)
+
+        assert asyncio.run(run()) == [idle.instrument_token]
