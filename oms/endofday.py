@@ -61,12 +61,12 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from oms import state
 from oms.charges import ChargesError, charges_for_day
-from oms.models import DailyStats, Mode, Order, OrderEvent, Position, Strategy, StrategyAccess, Trade
+from oms.models import DailyStats, Mode, Order, OrderEvent, Position, Strategy, Trade
 from tradingportal.locks import LockHeld, named_lock
 
 logger = logging.getLogger(__name__)
@@ -217,15 +217,6 @@ def _charges(*, strategy: Strategy, day: date) -> tuple[Decimal | None, dict[str
         name: value if isinstance(value, int) else str(value) for name, value in breakdown.as_dict().items()
     }
     return breakdown.total, {**detail, "schedule": settings.CHARGES_SCHEDULE.source}
-
-
-def daily_stats_visible_to(*, user: Any) -> QuerySet[DailyStats]:
-    """Every strategy's days, or only its own for a user tied to a strategy (``StrategyAccess``)."""
-    rows = DailyStats.objects.select_related("strategy")
-    if user is None or not getattr(user, "pk", None):
-        return rows
-    tied = StrategyAccess.objects.filter(user=user).values_list("strategy_id", flat=True).first()
-    return rows.filter(strategy_id=tied) if tied is not None else rows
 
 
 # --- MIS square-off ------------------------------------------------------------------------------

@@ -38,6 +38,13 @@ def trades_visible_to(*, user: Any) -> QuerySet[Trade]:
     return trades.filter(strategy_id=tied) if tied is not None else trades
 
 
+def daily_stats_visible_to(*, user: Any) -> QuerySet[DailyStats]:
+    """Every strategy's days, or only its own for a user tied to a strategy."""
+    stats = DailyStats.objects.select_related("strategy")
+    tied = _strategy_of(user)
+    return stats.filter(strategy_id=tied) if tied is not None else stats
+
+
 def positions_visible_to(*, user: Any) -> QuerySet[Position]:
     """Open positions, and flat ones traded today (with their realised P&L)."""
     today = timezone.localdate()

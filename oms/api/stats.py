@@ -14,8 +14,8 @@ from rest_framework.request import Request
 
 from oms.api.serializers import money_out
 from oms.api.views import STRATEGY_PARAMETER, OmsPagination, _filter_strategy
-from oms.endofday import daily_stats_visible_to
 from oms.models import DailyStats
+from oms.selectors import daily_stats_visible_to
 
 
 class DailyStatsSerializer(serializers.ModelSerializer):
